@@ -1,0 +1,140 @@
+"""The primitive operations, as plain batched torch functions.
+
+Each op is total: it never raises on finite or non-finite input. A result that is NaN or inf is
+simply returned, and the evaluator marks the unit (and so the architecture) invalid. Protected
+forms (log|x|, sqrt|x|, division by x+eps) keep ordinary inputs such as exact zeros valid.
+Reductions map (units, ...) to (units,); `gram` maps (units, ..., d) to (units, d, d).
+"""
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-8
+
+
+def _units(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def _safe_denominator(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 0, x + EPS, x - EPS)
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """View as a batch of matrices (units, rows, features)."""
+    return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+def _finite_or_nan(x: torch.Tensor, fn) -> torch.Tensor:
+    """Apply a linear-algebra reduction that may not converge on non-finite input: run it on a
+    cleaned copy and put NaN back for the units whose input was not finite."""
+    bad = ~torch.isfinite(_units(x)).all(dim=1)
+    clean = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+    try:
+        out = fn(clean)
+    except RuntimeError:  # e.g. an ill-conditioned decomposition: mark all units invalid
+        return torch.full((x.shape[0],), float("nan"), dtype=x.dtype, device=x.device)
+    return torch.where(bad, torch.full_like(out, float("nan")), out)
+
+
+# --- element-wise and shape-keeping unary ops: tensor -> same type ---------------------------
+def abs_(x): return x.abs()
+def neg(x): return -x
+def log(x): return torch.log(x.abs() + EPS)
+def sqrt(x): return torch.sqrt(x.abs())
+def exp(x): return torch.exp(x)
+def square(x): return x * x
+def sigmoid(x): return torch.sigmoid(x)
+def tanh(x): return torch.tanh(x)
+def relu(x): return torch.relu(x)
+def sign(x): return torch.sign(x)
+def step(x): return (x > 0).to(x.dtype)
+def reciprocal(x): return 1.0 / _safe_denominator(x)
+
+
+def l2_normalize(x):
+    flat = _units(x)
+    return (flat / (flat.norm(dim=1, keepdim=True) + EPS)).reshape(x.shape)
+
+
+def minmax_normalize(x):
+    flat = _units(x)
+    low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    return ((flat - low) / (high - low + EPS)).reshape(x.shape)
+
+
+def zscore(x):
+    flat = _units(x)
+    mean, std = flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True, correction=0)
+    return ((flat - mean) / (std + EPS)).reshape(x.shape)
+
+
+def softmax(x): return torch.softmax(x, dim=-1)
+def log_softmax(x): return torch.log_softmax(x, dim=-1)
+
+
+ELEMENTWISE_UNARY = {
+    "abs": abs_, "neg": neg, "log": log, "sqrt": sqrt, "exp": exp, "square": square,
+    "sigmoid": sigmoid, "tanh": tanh, "relu": relu, "sign": sign, "step": step,
+    "reciprocal": reciprocal, "l2_norm": l2_normalize, "minmax_norm": minmax_normalize,
+    "zscore": zscore, "softmax": softmax, "log_softmax": log_softmax,
+}
+
+
+# --- tensor -> Gram ----------------------------------------------------------------------------
+def gram(x):
+    """Mean second moment over rows, XᵀX / rows: independent of how many rows a sketch keeps."""
+    rows = _rows(x)
+    return rows.transpose(1, 2) @ rows / rows.shape[1]
+
+
+# --- reductions: tensor -> Scalar -----------------------------------------------------------------
+def frobenius(x): return _units(x).norm(dim=1)
+def l1(x): return _units(x).abs().sum(dim=1)
+def total(x): return _units(x).sum(dim=1)
+def mean(x): return _units(x).mean(dim=1)
+def mean_abs(x): return _units(x).abs().mean(dim=1)
+def rms(x): return _units(x).pow(2).mean(dim=1).sqrt()
+def std(x): return _units(x).std(dim=1, correction=0)
+def numel(x): return torch.full((x.shape[0],), float(_units(x).shape[1]), dtype=x.dtype, device=x.device)
+
+
+def nuclear(x):
+    return _finite_or_nan(_rows(x), lambda m: torch.linalg.svdvals(m).sum(dim=-1))
+
+
+def logdet_gram(x):
+    """log det(XᵀX/rows + eps·I): a volume of the feature spread, always defined."""
+    def fn(m):
+        g = m.transpose(1, 2) @ m / m.shape[1]
+        eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+        return torch.linalg.slogdet(g + 1e-6 * eye).logabsdet
+    return _finite_or_nan(_rows(x), fn)
+
+
+REDUCTIONS = {
+    "frobenius": frobenius, "l1": l1, "sum": total, "mean": mean, "mean_abs": mean_abs,
+    "rms": rms, "std": std, "nuclear": nuclear, "logdet_gram": logdet_gram, "numel": numel,
+}
+
+
+# --- binary ops -----------------------------------------------------------------------------------
+def add(a, b): return a + b
+def sub(a, b): return a - b
+def mul(a, b): return a * b
+def div(a, b): return a / _safe_denominator(b)
+
+
+ELEMENTWISE_BINARY = {"add": add, "sub": sub, "mul": mul, "div": div}
+
+
+def matmul(a, b):
+    """(units, ..., d) @ (units, d, d): a tensor times a Gram keeps the tensor's type."""
+    rows = _rows(a)
+    return (rows @ b).reshape(a.shape)
+
+
+SCALAR_UNARY = {
+    "abs": abs_, "neg": neg, "log": log, "sqrt": sqrt, "exp": exp, "square": square,
+    "reciprocal": reciprocal, "sigmoid": sigmoid, "tanh": tanh,
+}

@@ -1,0 +1,66 @@
+"""Build a DEAP `PrimitiveSetTyped` from a mapping of terminal names to types.
+
+Each op is registered once per type it applies to, under an internal name `op:Type` (DEAP needs
+unique names), while the printed name is just `op`, so `str(tree)` reads as the formula. The types
+make every generated tree valid: element-wise binary ops only meet operands of one shape class.
+Two constant terminals are always present: `one` (Scalar) and `eye` (the identity Gram), so that
+every type has a terminal and DEAP's own generators (genFull, genGrow, genHalfAndHalf) work.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from deap import gp
+
+from primitives import ops
+from primitives.types import Gram, Scalar, TensorType
+
+CONSTANTS = {"one": Scalar, "eye": Gram}
+
+
+def _add(pset, fn, in_types, ret_type, display):
+    internal = f"{display}:{'.'.join(t.__name__ for t in in_types)}"
+    pset.addPrimitive(fn, list(in_types), ret_type, name=internal)
+    prim = pset.primitives[ret_type][-1]
+    prim.seq = prim.seq.replace(internal + "(", display + "(", 1)
+
+
+def build_primitive_set(terminals: Mapping[str, type], name: str = "PROXY",
+                        ret: type = Scalar) -> gp.PrimitiveSetTyped:
+    """Typed primitive set over `terminals` (name -> Scalar or a `tensor_type(...)` class)."""
+    for term, typ in terminals.items():
+        if typ is not Scalar and not (isinstance(typ, type) and issubclass(typ, TensorType)):
+            raise TypeError(f"terminal {term!r}: type {typ!r} is neither Scalar nor a TensorType")
+        if term in CONSTANTS or not term.isidentifier():
+            raise ValueError(f"terminal name {term!r} is reserved or not an identifier")
+    names = list(terminals) + list(CONSTANTS)
+    types = [terminals[n] for n in terminals] + list(CONSTANTS.values())
+    pset = gp.PrimitiveSetTyped(name, types, ret)
+    pset.renameArguments(**{f"ARG{i}": n for i, n in enumerate(names)})
+
+    tensor_types = list(dict.fromkeys(t for t in types if t is not Scalar))
+    for typ in tensor_types:
+        for op_name, fn in ops.ELEMENTWISE_UNARY.items():
+            _add(pset, fn, [typ], typ, op_name)
+        for op_name, fn in ops.ELEMENTWISE_BINARY.items():
+            _add(pset, fn, [typ, typ], typ, op_name)
+        for op_name, fn in ops.REDUCTIONS.items():
+            _add(pset, fn, [typ], Scalar, op_name)
+        _add(pset, ops.matmul, [typ, Gram], typ, "matmul")
+        if typ is not Gram:
+            _add(pset, ops.gram, [typ], Gram, "gram")
+    for op_name, fn in ops.SCALAR_UNARY.items():
+        _add(pset, fn, [Scalar], Scalar, op_name)
+    for op_name, fn in ops.ELEMENTWISE_BINARY.items():
+        _add(pset, fn, [Scalar, Scalar], Scalar, op_name)
+    return pset
+
+
+def display_name(prim: gp.Primitive) -> str:
+    return prim.name.split(":", 1)[0]
+
+
+def terminal_types(pset: gp.PrimitiveSetTyped) -> dict:
+    """Argument name -> type, the constants included."""
+    return {t.value: t.ret for typ in pset.terminals for t in pset.terminals[typ]
+            if isinstance(t, gp.Terminal) and t.value in pset.arguments}

@@ -1,0 +1,81 @@
+"""Argument parsing shared by the runners, and the one error style: a bad input prints one line
+to stderr naming what was wrong and what was expected, and exits with status 2."""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # `python runners/x.py` from a source checkout
+    sys.path.insert(0, str(_ROOT))
+
+from primitives import FormulaError  # noqa: E402
+from vit_space.errors import BadInput  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    return _Parser(description=description)
+
+
+def add_data_options(p: argparse.ArgumentParser, datasets: str = "c100,flowers,chaoyang") -> None:
+    """Options that choose the bench, the data and the statistics (shared by every runner)."""
+    p.add_argument("--space", default="autoformer", help="autoformer | pit")
+    p.add_argument("--bench", help="bench file or directory (default: $VIT_BENCH_101, "
+                   "data/vit_bench_101/, ../shared/vit_bench_101/)")
+    p.add_argument("--datasets", default=datasets, help="comma-separated: c100,flowers,chaoyang,imagenet")
+    p.add_argument("--acc", default="kd", help="kd | base accuracy columns")
+    p.add_argument("--archs", type=int, help="use the first N bench records (then split)")
+    p.add_argument("--data-root", help="real data: DIR/<dataset> in the authors' layout "
+                   "(default: a seeded synthetic batch)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--seed", type=int, default=0, help="seed of the batch, the split and the search")
+    p.add_argument("--rows", type=int, default=64, help="weight rows kept per module (0 = all)")
+    p.add_argument("--tokens", type=int, default=8, help="tokens kept per sample (0 = all)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--cache", help="statistics cache directory (default: $AUTOPROX_CACHE or "
+                   "~/.cache/autoprox)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel extraction workers")
+    p.add_argument("--backend", default="loky", help="loky | dask | sequential")
+    p.add_argument("--scheduler", help="dask.distributed scheduler address (with --backend dask)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main_guard(fn):
+    """Run a runner's main; turn bad input into one line on stderr and exit status 2."""
+    @functools.wraps(fn)
+    def wrapper(argv=None):
+        try:
+            return fn(argv)
+        except (BadInput, FormulaError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+    return wrapper
+
+
+def check_writable_dir(path: str, flag: str) -> Path:
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"{flag} {path}: cannot create directory ({exc.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise BadInput(f"{flag} {path}: directory is not writable")
+    return out
+
+
+def check_writable_file(path: str, flag: str) -> Path:
+    out = Path(path)
+    check_writable_dir(str(out.parent) if str(out.parent) else ".", flag)
+    return out

@@ -1,0 +1,15 @@
+from setuptools import setup
+
+setup(
+    name="autoprox",
+    version="0.1.0",
+    description="Auto-Prox: discover training-free proxies for ViT architecture search by genetic "
+                "programming, and search ViTs with them",
+    python_requires=">=3.9",
+    packages=["gp", "primitives", "vit_space", "runners"],
+    install_requires=[
+        "deap>=1.4", "torch>=2.1", "timm>=1.0", "numpy", "scipy", "joblib>=1.3",
+        "tqdm", "matplotlib", "pillow", "dask[distributed]",
+    ],
+    extras_require={"test": ["pytest", "hypothesis"]},
+)

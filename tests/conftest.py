@@ -1,0 +1,36 @@
+"""Shared fixtures: the authors' bench (read in place), tiny statistics settings, a session cache."""
+from pathlib import Path
+
+import pytest
+
+from vit_space.bench import find_bench, load_bench
+from vit_space.cache import StatsCache
+from vit_space.statistics import StatsConfig
+
+TINY = StatsConfig(batch_size=4, img_size=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def bench_dir() -> Path:
+    return find_bench("autoformer").parent
+
+
+@pytest.fixture(scope="session")
+def autoformer_bench():
+    return load_bench(find_bench("autoformer"), "autoformer")
+
+
+@pytest.fixture(scope="session")
+def pit_bench():
+    return load_bench(find_bench("pit"), "pit")
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> StatsConfig:
+    return TINY
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> StatsCache:
+    """One statistics cache for the whole test session (extraction at 32 px is cheap, not free)."""
+    return StatsCache(tmp_path_factory.mktemp("stats_cache"))

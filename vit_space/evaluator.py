@@ -1,0 +1,79 @@
+"""Proxy fitness on a bench split: trees -> per-arch scores -> correlations -> JCM.
+
+The statistics of every (arch, dataset) of the split are read from the cache once (extracted on a
+miss) and stacked; evaluating a tree afterwards touches no model at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+from vit_space.bench import Bench, column_for
+from vit_space.cache import StatsCache
+from vit_space.jcm import correlations, jcm
+from vit_space.parallel import fill_cache
+from vit_space.scoring import StatsTable
+from vit_space.statistics import StatsConfig
+
+
+@dataclass
+class ProxyResult:
+    jcm: float
+    datasets: dict  # column -> {"kendall","spearman","pearson"} or None when invalid there
+    scores: dict = field(repr=False, default_factory=dict)  # column -> per-arch scores
+
+    @property
+    def valid(self) -> bool:
+        return all(c is not None for c in self.datasets.values())
+
+    def as_json(self) -> dict:
+        return {"jcm": self.jcm, "datasets": self.datasets}
+
+
+@dataclass
+class JCMSettings:
+    """How per-data-set correlations join into JCM (see vit_space.jcm)."""
+    metric: str = "kendall"
+    absolute: bool = False
+    weights: Optional[dict] = None
+
+
+def result_from_scores(scores: dict, accuracies: dict, settings: JCMSettings) -> ProxyResult:
+    per = {col: correlations(scores[col], accuracies[col]) for col in scores}
+    value = jcm(per, settings.metric, settings.weights, settings.absolute)
+    return ProxyResult(jcm=value, datasets=per, scores=scores)
+
+
+class ProxyEvaluator:
+    """Fitness of trees on `indices` of `bench`, over `datasets`, from cached statistics."""
+
+    def __init__(self, bench: Bench, indices: Sequence[int], datasets: Sequence[str],
+                 acc: str = "kd", cfg: StatsConfig = StatsConfig(), cache: Optional[StatsCache] = None,
+                 device: str = "cpu", aggregate: str = "sum", settings: JCMSettings = JCMSettings(),
+                 progress: bool = True, n_jobs: int = 1, backend: str = "loky",
+                 scheduler: Optional[str] = None):
+        self.bench, self.indices, self.datasets = bench, list(indices), list(datasets)
+        self.columns = [column_for(d, acc, bench.space) for d in self.datasets]
+        self.accuracies = {c: bench.accuracies(self.indices, c) for c in self.columns}
+        self.settings, self.cfg = settings, cfg
+        self.cache = cache or StatsCache(device=device)
+        archs = bench.archs(self.indices)
+        items = [(bench.space, arch, d) for d in self.datasets for arch in archs]
+        fill_cache(self.cache, items, cfg, n_jobs=n_jobs, backend=backend, scheduler=scheduler,
+                   progress=progress)
+        self.table = StatsTable(self._load(items), device=device, aggregate=aggregate)
+
+    def _load(self, items) -> Iterable[dict]:
+        for space, arch, dataset in items:
+            yield self.cache.get(space, arch, dataset, self.cfg)
+
+    def scores(self, tree) -> dict:
+        flat = self.table.scores(tree)
+        n = len(self.indices)
+        return {col: flat[i * n:(i + 1) * n] for i, col in enumerate(self.columns)}
+
+    def evaluate_scores(self, scores: dict) -> ProxyResult:
+        return result_from_scores(scores, self.accuracies, self.settings)
+
+    def evaluate(self, tree) -> ProxyResult:
+        return self.evaluate_scores(self.scores(tree))

@@ -1,0 +1,102 @@
+"""Build a randomly initialised timm ViT from a bench arch record.
+
+One plain builder function per space, registered by name (as timm does), so `build_model` holds no
+if-chain. Initialisation is seeded from the arch record: the same arch gets the same weights on
+every data set and in every run, which makes cached statistics and proxy scores reproducible.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+from timm.layers import PatchEmbed, trunc_normal_
+from timm.models.pit import PoolingVisionTransformer
+from timm.models.vision_transformer import Block
+
+from vit_space.spaces import arch_seed, get_space
+
+MODEL_BUILDERS = {}
+
+
+def register_builder(space: str):
+    def wrap(fn):
+        MODEL_BUILDERS[space] = fn
+        return fn
+    return wrap
+
+
+class AutoFormerSubnet(nn.Module):
+    """A standalone AutoFormer-Ti subnet: patch 16, class token, learned position embedding,
+    pre-norm blocks with per-block heads and MLP ratio, final LayerNorm, mean of patch tokens."""
+
+    def __init__(self, arch: dict, num_classes: int, img_size: int = 224, patch_size: int = 16):
+        super().__init__()
+        dim = arch["hidden_dim"]
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=3, embed_dim=dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, dim))
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        self.blocks = nn.Sequential(*[
+            Block(dim, num_heads=h, mlp_ratio=r, qkv_bias=True, norm_layer=norm)
+            for h, r in zip(arch["num_heads"], arch["mlp_ratio"])])
+        self.norm = norm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(x))
+        return self.head(x[:, 1:].mean(dim=1))
+
+
+def _init_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+@register_builder("autoformer")
+def build_autoformer(arch: dict, num_classes: int, img_size: int = 224) -> nn.Module:
+    return AutoFormerSubnet(arch, num_classes, img_size)
+
+
+@register_builder("pit")
+def build_pit(arch: dict, num_classes: int, img_size: int = 224) -> nn.Module:
+    return PoolingVisionTransformer(
+        img_size=img_size, patch_size=16, stride=8, base_dims=[arch["base_dim"]] * 3,
+        depth=list(arch["depth"]), heads=list(arch["num_heads"]), mlp_ratio=arch["mlp_ratio"],
+        num_classes=num_classes)
+
+
+def _seeded_init(model: nn.Module, seed: int) -> None:
+    """Re-draw every Linear/LayerNorm in registration order (the head is registered last), then
+    the position embedding and class token: the blocks' weights then depend on the arch only,
+    not on the number of classes or the image size."""
+    torch.manual_seed(seed)
+    model.apply(_init_linear)
+    for name, param in model.named_parameters():
+        if name.split(".")[-1] in ("pos_embed", "cls_token"):
+            trunc_normal_(param, std=0.02)
+
+
+def build_model(space: str, arch: dict, num_classes: int, img_size: int = 224) -> nn.Module:
+    """Validate the arch, then build it with weights seeded from the record (the global RNG is
+    left as it was, so callers' own seeding is not disturbed)."""
+    get_space(space).validate(arch)
+    seed = arch_seed(space, arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MODEL_BUILDERS[space](arch, num_classes, img_size)
+        with torch.no_grad():
+            _seeded_init(model, seed)
+    return model
+
+
+def transformer_blocks(model: nn.Module) -> list:
+    """The timm `Block`s of a model in forward order: the units the ViT statistics describe."""
+    return [m for m in model.modules() if isinstance(m, Block)]

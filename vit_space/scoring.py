@@ -1,0 +1,93 @@
+"""Score a proxy tree on the cached statistics of many (arch, dataset) items at once.
+
+Blocks of every item are grouped by shape and stacked, so one tree evaluation is a handful of
+batched torch ops per shape group rather than a Python loop over archs and blocks. Per-block
+results are summed (or averaged) into one score per item. Block aggregation is fixed by the
+run's configuration; how a block's MSA and MLP statistics combine is what the tree evolves.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from primitives import Scalar, evaluate_tree
+from vit_space.statistics import SCALAR_FIELDS, TENSOR_FIELDS
+from vit_space.terminals import vit_primitive_set
+
+AGGREGATIONS = ("sum", "mean")
+
+
+class ScalarMemo(OrderedDict):
+    """LRU memo that keeps only per-block scalar results: they are tiny, while tensor-valued
+    subtrees would cost as much memory as the statistics themselves."""
+
+    def __init__(self, max_entries: int = 20000):
+        super().__init__()
+        self.max_entries = max_entries
+
+    def __contains__(self, key):
+        if super().__contains__(key):
+            self.move_to_end(key)
+            return True
+        return False
+
+    def __setitem__(self, key, value):
+        if value.dim() != 1:  # a tensor-valued subtree: not kept
+            return
+        super().__setitem__(key, value)
+        if len(self) > self.max_entries:
+            self.popitem(last=False)
+
+
+class StatsTable:
+    """Statistics of `items` (a list of per-item stats dicts) stacked per block-shape group."""
+
+    def __init__(self, items: Iterable[dict], device: str = "cpu", aggregate: str = "sum",
+                 memo_entries: int = 20000):
+        if aggregate not in AGGREGATIONS:
+            raise ValueError(f"aggregate: {aggregate!r} (expected one of {AGGREGATIONS})")
+        self.device, self.aggregate = device, aggregate
+        grouped: dict = {}
+        index = -1
+        for index, stats in enumerate(items):  # items may be a generator: nothing kept but blocks
+            for block in stats["blocks"]:
+                signature = tuple(block[f].shape for f in TENSOR_FIELDS)
+                group = grouped.setdefault(signature, {"owner": [], **{f: [] for f in TENSOR_FIELDS + SCALAR_FIELDS}})
+                group["owner"].append(index)
+                for field in TENSOR_FIELDS + SCALAR_FIELDS:
+                    group[field].append(block[field])
+        self.n_items = index + 1
+        self.groups = []
+        for group in grouped.values():
+            inputs = {}
+            for f in TENSOR_FIELDS:  # stack field by field, freeing each list as it goes
+                inputs[f] = torch.from_numpy(np.stack(group.pop(f))).to(device)
+            inputs.update({f: torch.tensor(group[f], dtype=torch.float32, device=device)
+                           for f in SCALAR_FIELDS})
+            self.groups.append((inputs, torch.tensor(group["owner"], device=device)))
+        counts = torch.zeros(self.n_items, dtype=torch.float64, device=device)
+        for _, owner in self.groups:
+            counts.index_add_(0, owner, torch.ones(len(owner), dtype=torch.float64, device=device))
+        self.block_counts = counts
+        self.memos = [ScalarMemo(memo_entries) for _ in self.groups]
+
+    def scores(self, tree, pset=None) -> np.ndarray:
+        """One float64 score per item; NaN marks an item on which the tree is invalid."""
+        pset = pset or vit_primitive_set()
+        if tree[0].ret is not Scalar:
+            raise ValueError(f"tree {tree} does not return a per-block Scalar")
+        total = torch.zeros(self.n_items, dtype=torch.float64, device=self.device)
+        for (inputs, owner), memo in zip(self.groups, self.memos):
+            values = evaluate_tree(tree, pset, inputs, memo).to(torch.float64)
+            total.index_add_(0, owner, values)
+        if self.aggregate == "mean":
+            total = total / self.block_counts
+        out = total.cpu().numpy()
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for inputs, _ in self.groups for t in inputs.values())

@@ -1,0 +1,58 @@
+"""Turn parsed data options into the objects the library works with (bench, config, cache)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from vit_space.bench import ACC_KINDS, Bench, open_bench, parse_datasets
+from vit_space.cache import StatsCache
+from vit_space.errors import BadInput
+from vit_space.statistics import StatsConfig
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu" or name.startswith("cuda"):
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise BadInput(f"--device {name}: CUDA is not available here (expected auto or cpu)")
+        return name
+    raise BadInput(f"--device {name}: expected auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class DataSetup:
+    bench: Bench
+    datasets: list
+    acc: str
+    cfg: StatsConfig
+    cache: StatsCache
+    device: str
+    n_jobs: int
+    backend: str
+    scheduler: Optional[str]
+    progress: bool
+
+
+def data_setup(args) -> DataSetup:
+    bench = open_bench(args.space, args.bench, args.archs)
+    datasets = parse_datasets(args.datasets, args.space)
+    if args.acc not in ACC_KINDS:
+        raise BadInput(f"--acc {args.acc}: expected one of {', '.join(ACC_KINDS)}")
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--img-size", args.img_size, 16),
+                             ("--rows", args.rows, 0), ("--tokens", args.tokens, 0), ("--jobs", args.jobs, 1)):
+        if value < low:
+            raise BadInput(f"{flag} {value}: expected an integer >= {low}")
+    if args.img_size % 16:
+        raise BadInput(f"--img-size {args.img_size}: expected a multiple of 16 (the patch size)")
+    cfg = StatsConfig(batch_size=args.batch_size, img_size=args.img_size, seed=args.seed,
+                      data_root=args.data_root, rows=args.rows or None, tokens=args.tokens or None)
+    device = resolve_device(args.device)
+    if args.data_root:  # fail now, not after an hour of extraction
+        from vit_space.batches import make_batch
+        for d in datasets:
+            make_batch(d, 1, args.img_size, args.seed, args.data_root)
+    return DataSetup(bench, datasets, args.acc, cfg, StatsCache(args.cache, device=device), device,
+                     args.jobs, args.backend, args.scheduler, not args.quiet)

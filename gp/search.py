@@ -125,6 +125,18 @@ def best_individual(population):
     return max(population, key=lambda ind: (ind.fitness.values[0], -len(ind), str(ind)))
 
 
+def _differing(old: dict, new: dict, prefix: str = "") -> list:
+    """Dotted names of the settings that differ between two identities (e.g. search.margin)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differing(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(prefix + k)
+    return out
+
+
 class Search:
     """A resumable run of Algorithm 1. `memo` is the fitness callable's memo (saved with it)."""
 
@@ -152,8 +164,7 @@ class Search:
     def restore(self):
         data = load_checkpoint(self.checkpoint_path)
         if data["identity"] != self.identity:
-            diff = sorted(k for k in set(data["identity"]) | set(self.identity)
-                          if data["identity"].get(k) != self.identity.get(k))
+            diff = _differing(data["identity"], self.identity)
             raise BadInput(f"--resume: {self.checkpoint_path} was made with a different "
                            f"configuration ({', '.join(diff)} differ); use a new --out")
         population = []

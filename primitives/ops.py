@@ -99,16 +99,34 @@ def std(x): return _units(x).std(dim=1, correction=0)
 def numel(x): return torch.full((x.shape[0],), float(_units(x).shape[1]), dtype=x.dtype, device=x.device)
 
 
+def _small_gram(m: torch.Tensor) -> torch.Tensor:
+    """M Mᵀ or MᵀM, whichever is smaller: both have the same non-zero eigenvalues."""
+    return m @ m.transpose(1, 2) if m.shape[1] <= m.shape[2] else m.transpose(1, 2) @ m
+
+
 def nuclear(x):
-    return _finite_or_nan(_rows(x), lambda m: torch.linalg.svdvals(m).sum(dim=-1))
+    """Sum of singular values, as the square roots of the eigenvalues of the smaller Gram
+    matrix: a symmetric eigenproblem of size min(rows, features), far cheaper than an SVD."""
+    def fn(m):
+        eig = torch.linalg.eigvalsh(_small_gram(m.to(torch.float64)))
+        return eig.clamp(min=0).sqrt().sum(dim=-1).to(m.dtype)
+    return _finite_or_nan(_rows(x), fn)
 
 
 def logdet_gram(x):
-    """log det(XᵀX/rows + eps·I): a volume of the feature spread, always defined."""
+    """log det(XᵀX/rows + eps·I): a volume of the feature spread, always defined. Computed on
+    the smaller side by Sylvester's identity, det(εI_n + AᵀA) = ε^(n-m) det(εI_m + AAᵀ)."""
+    eps = 1e-6
+
     def fn(m):
-        g = m.transpose(1, 2) @ m / m.shape[1]
-        eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
-        return torch.linalg.slogdet(g + 1e-6 * eye).logabsdet
+        rows, feats = m.shape[1], m.shape[2]
+        small = _small_gram(m.to(torch.float64)) / rows
+        k = small.shape[-1]
+        eye = torch.eye(k, dtype=small.dtype, device=small.device)
+        chol, info = torch.linalg.cholesky_ex(small + eps * eye)
+        value = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(dim=-1)
+        value = value + (feats - k) * torch.log(torch.tensor(eps, dtype=value.dtype))
+        return torch.where(info == 0, value, torch.full_like(value, float("nan"))).to(m.dtype)
     return _finite_or_nan(_rows(x), fn)
 
 

@@ -14,6 +14,7 @@ if str(_ROOT) not in sys.path:  # `python runners/x.py` from a source checkout
 
 from primitives import FormulaError  # noqa: E402
 from vit_space.errors import BadInput  # noqa: E402
+from vit_space.statistics import StatsConfig  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,11 +36,11 @@ def add_data_options(p: argparse.ArgumentParser, datasets: str = "c100,flowers,c
     p.add_argument("--archs", type=int, help="use the first N bench records (then split)")
     p.add_argument("--data-root", help="real data: DIR/<dataset> in the authors' layout "
                    "(default: a seeded synthetic batch)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=StatsConfig.batch_size)
+    p.add_argument("--img-size", type=int, default=StatsConfig.img_size)
     p.add_argument("--seed", type=int, default=0, help="seed of the batch, the split and the search")
-    p.add_argument("--rows", type=int, default=64, help="weight rows kept per module (0 = all)")
-    p.add_argument("--tokens", type=int, default=8, help="tokens kept per sample (0 = all)")
+    p.add_argument("--rows", type=int, default=StatsConfig.rows, help="weight rows kept per module (0 = all)")
+    p.add_argument("--tokens", type=int, default=StatsConfig.tokens, help="tokens kept per sample (0 = all)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--cache", help="statistics cache directory (default: $AUTOPROX_CACHE or "
                    "~/.cache/autoprox)")

@@ -83,12 +83,23 @@ class PiTSpace:
                 raise BadInput(f"{where}.{key}: expected a list of 3 stages, got {_short(values)}")
             for i, v in enumerate(values):
                 _check_choice(v, choices[i], f"{where}.{key}[{i}]")
+        heads = arch["num_heads"]
+        for i in range(2):
+            if heads[i + 1] % heads[i]:
+                raise BadInput(f"{where}.num_heads[{i + 1}]: {heads[i + 1]} is not a multiple of "
+                               f"num_heads[{i}] = {heads[i]} (PiT's pooling widens each stage by an "
+                               "integer factor)")
         return arch
+
+    def head_choices(self) -> list:
+        """The buildable head triples: each stage's heads a multiple of the previous stage's."""
+        a, b, c = self.num_heads
+        return [[x, y, z] for x in a for y in b for z in c if y % x == 0 and z % y == 0]
 
     def sample(self, rng: random.Random) -> dict:
         return {"base_dim": rng.choice(self.base_dim), "mlp_ratio": rng.choice(self.mlp_ratio),
                 "depth": [rng.choice(c) for c in self.depth],
-                "num_heads": [rng.choice(c) for c in self.num_heads]}
+                "num_heads": list(rng.choice(self.head_choices()))}
 
     def genes(self) -> list:
         return ([("base_dim", None, self.base_dim), ("mlp_ratio", None, self.mlp_ratio)]
@@ -123,6 +134,9 @@ def _check_fields(arch, names, where):
 
 
 def _check_choice(value, choices, where):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in choices:
+    # integer choices (widths, depths, head counts) take ints only: 4.0 would pass `in` but
+    # crash the model builder and hash (arch_key/arch_seed) differently from 4
+    kinds = int if all(isinstance(c, int) for c in choices) else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value not in choices:
         raise BadInput(f"{where}: {_short(value)} is outside the space (expected one of "
                        f"{', '.join(str(c) for c in choices)})")

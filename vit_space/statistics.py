@@ -43,8 +43,8 @@ class StatsConfig:
     img_size: int = 224
     seed: int = 0
     data_root: Optional[str] = None
-    rows: Optional[int] = 64
-    tokens: Optional[int] = 8
+    rows: Optional[int] = 32
+    tokens: Optional[int] = 4
 
     def key(self, space: str, arch: dict, dataset: str) -> str:
         text = f"v{STATS_VERSION}|{space}|{arch_key(arch)}|{dataset}|{sorted(asdict(self).items())}"

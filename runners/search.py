@@ -1,0 +1,54 @@
+"""Training-free ViT architecture search: the archs of a space a proxy scores best, within a
+parameter (and optionally FLOP) budget of the full-size model. Scores on the first --datasets entry."""
+from runners.cli import add_data_options, check_writable_file, main_guard, parser
+
+from gp.checkpoint import write_json_atomic
+from vit_space.arch_search import (ArchScorer, ArchSearchConfig, Constraints, format_search_table,
+                                   format_within_table, search_archs, within_bench)
+from vit_space.datasets import NUM_CLASSES
+from vit_space.proxies import resolve_proxy
+from vit_space.setup_run import data_setup
+
+
+@main_guard
+def main(argv=None):
+    p = parser(__doc__)
+    add_data_options(p)
+    d = ArchSearchConfig()
+    p.add_argument("--proxy", required=True, help="a baseline name, a discovered proxy name or a formula")
+    p.add_argument("--max-params", type=float, required=True, help="parameter budget, e.g. 6e6")
+    p.add_argument("--max-flops", type=float, help="FLOP budget of one 224 px image, e.g. 3e9")
+    p.add_argument("--strategy", default=d.strategy, help="random | evolve")
+    p.add_argument("--samples", type=int, default=d.samples, help="archs scored by --strategy random")
+    p.add_argument("--pop", type=int, default=d.pop, help="population of --strategy evolve")
+    p.add_argument("--gens", type=int, default=d.gens, help="generations of --strategy evolve")
+    p.add_argument("--top", type=int, default=d.top, help="archs reported")
+    p.add_argument("--aggregate", default="sum", help="sum | mean of per-block values (trees)")
+    p.add_argument("--json", help="write the result here")
+    p.add_argument("--within-bench", action="store_true",
+                   help="also rank the bench's --split archs and report the top-1's true accuracy")
+    p.add_argument("--split", default="test", help="bench split of --within-bench: val | test | all")
+    args = p.parse_args(argv)
+    if args.aggregate not in ("sum", "mean"):
+        p.error(f"--aggregate {args.aggregate}: expected sum or mean")
+    proxy = resolve_proxy(args.proxy)
+    config = ArchSearchConfig(strategy=args.strategy, samples=args.samples, pop=args.pop,
+                              gens=args.gens, top=args.top, seed=args.seed).validate()
+    json_path = check_writable_file(args.json, "--json") if args.json else None
+    setup = data_setup(args)
+    if args.within_bench:
+        setup.bench.split(args.split)  # validate before any work
+    constraints = Constraints(args.max_params, args.max_flops, num_classes=NUM_CLASSES[setup.datasets[0]])
+    result = search_archs(ArchScorer.from_setup(proxy, setup, args.aggregate), constraints, config)
+    print(format_search_table(result))
+    if args.within_bench:
+        result["within_bench"] = within_bench(setup, proxy, args.split, args.aggregate)
+        print()
+        print(format_within_table(result["within_bench"]))
+    if json_path:
+        write_json_atomic(json_path, result)
+        print(f"written: {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""The search loop end to end on tiny real statistics: 12 AutoFormer archs, tiny_cfg (32 px), the
+c100 accuracies (tiny_cfg statistics in the session cache, extracted once). Determinism, exact resume (in process and
+after `kill -9` of the runner), resume safety, result files, ablation flags, toolbox hooks."""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gp.checkpoint import load_checkpoint
+from gp.run import evolve
+from gp.search import SearchConfig
+from runners import evolve as evolve_runner
+from vit_space.setup_run import data_setup
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = "c100"
+COLUMN = "c100_kd_acc"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models and trees run fastest (and steadily) on one thread on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def data_args(cache_root, cfg):
+    """What runners' data options parse into, for the statistics settings `cfg`."""
+    assert cfg.data_root is None
+    return argparse.Namespace(
+        space="autoformer", bench=None, datasets=DATASETS, acc="kd", archs=12, data_root=None,
+        batch_size=cfg.batch_size, img_size=cfg.img_size, seed=cfg.seed, rows=cfg.rows or 0,
+        tokens=cfg.tokens or 0, device="cpu", cache=str(cache_root), jobs=1,
+        backend="sequential", scheduler=None, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def setup(session_cache, tiny_cfg):
+    """The data of every run here; its statistics are the session cache's (tiny_cfg)."""
+    s = data_setup(data_args(session_cache.root, tiny_cfg))
+    assert s.cfg == tiny_cfg and len(s.bench) == 12 and s.datasets == [DATASETS]
+    return s
+
+
+def cache_files(root):
+    return sorted(p.name for p in Path(root).rglob("*.joblib"))
+
+
+@pytest.fixture(scope="module")
+def cli_common(setup):
+    """Runner options giving the same data as `setup` (so the subprocesses only read the cache)."""
+    from gp.run import split_evaluator
+    split_evaluator(setup, "all")  # fill the cache: 12 archs x 1 data set
+    assert len(cache_files(setup.cache.root)) >= 12
+    a = data_args(setup.cache.root, setup.cfg)
+    return ["--archs", "12", "--img-size", str(a.img_size), "--batch-size", str(a.batch_size),
+            "--rows", str(a.rows), "--tokens", str(a.tokens), "--seed", str(a.seed),
+            "--datasets", DATASETS, "--cache", a.cache, "--backend", "sequential", "--quiet"]
+
+
+def read(path):
+    return json.loads(Path(path).read_text())
+
+
+def run_main(argv, capsys):
+    """runners/evolve.py's main in process: (exit status, stderr)."""
+    capsys.readouterr()
+    try:
+        evolve_runner.main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- in process
+
+TINY = dict(pop=6, iters=8, checkpoint_every=1)
+
+
+@pytest.fixture(scope="module")
+def seed0_run(setup, cli_common, tmp_path_factory):
+    out = tmp_path_factory.mktemp("seed0")
+    result = evolve(setup, SearchConfig(seed=0, **TINY), out)
+    assert result["finished"]
+    return out, result
+
+
+def test_same_seed_same_run_different_seed_different_run(setup, seed0_run, tmp_path):
+    out0, result0 = seed0_run
+    again = evolve(setup, SearchConfig(seed=0, **TINY), tmp_path / "again")
+    other = evolve(setup, SearchConfig(seed=1, **TINY), tmp_path / "other")
+    history0 = (out0 / "history.json").read_text()
+    assert (tmp_path / "again" / "history.json").read_text() == history0
+    assert again["formula"] == result0["formula"]
+    assert read(tmp_path / "again" / "best.json") == read(out0 / "best.json")
+    assert len(read(out0 / "history.json")) == TINY["iters"] + 1
+    assert (tmp_path / "other" / "history.json").read_text() != history0
+    assert other["config"]["seed"] == 1
+
+
+def test_stop_and_resume_equals_uninterrupted(setup, seed0_run, tmp_path):
+    out0, result0 = seed0_run
+    config = SearchConfig(seed=0, **TINY)
+    partial = evolve(setup, config, tmp_path, stop_after=3)
+    assert partial == {"finished": False, "iteration": 3}
+    assert not (tmp_path / "best.json").exists()
+    checkpoint = load_checkpoint(tmp_path / "checkpoint.json")
+    assert checkpoint["iteration"] == 3 and len(checkpoint["history"]) == 4
+    # the partial history is the uninterrupted run's prefix
+    assert read(tmp_path / "history.json") == read(out0 / "history.json")[:4]
+    resumed = evolve(setup, config, tmp_path, resume=True)
+    assert resumed["finished"] and resumed["formula"] == result0["formula"]
+    assert (tmp_path / "history.json").read_text() == (out0 / "history.json").read_text()
+    a, b = read(tmp_path / "best.json"), read(out0 / "best.json")
+    for key in ("formula", "config", "search", "test", "rejects"):
+        assert a[key] == b[key], key
+    # the memo came back with the checkpoint: the resumed process re-evaluated little
+    assert resumed["evaluations"] < result0["evaluations"]
+
+
+def test_toolbox_hook_operator_is_used(setup, tmp_path):
+    calls = []
+
+    def hook(tb):
+        original = tb.mutate
+
+        def counting_mutate(tree):
+            calls.append(str(tree))
+            return original(tree)
+
+        tb.register("mutate", counting_mutate)
+
+    result = evolve(setup, SearchConfig(seed=0, pop=6, iters=5), tmp_path, toolbox_hook=hook)
+    assert result["finished"]
+    history = read(tmp_path / "history.json")
+    # every try of every iteration went through the custom operator, and nothing else did
+    assert len(calls) == sum(h["tries"] for h in history) >= 5
+
+
+# ---------------------------------------------------------------------------- the runner
+
+@pytest.fixture(scope="module")
+def reference(cli_common, tmp_path_factory):
+    """An uninterrupted 40-iteration run of the runner (in process, same argv as the CLI)."""
+    out = tmp_path_factory.mktemp("reference")
+    argv = cli_common + ["--pop", "6", "--iters", "40", "--checkpoint-every", "1", "--out", str(out)]
+    evolve_runner.main(argv)
+    return out
+
+
+def test_outputs(reference, cli_common, tmp_path):
+    best = read(reference / "best.json")
+    assert {"formula", "space", "config", "search", "test"} <= set(best)
+    assert best["space"] == "autoformer"
+    for split in ("search", "test"):
+        assert set(best[split]) == {"jcm", "datasets"}
+        assert set(best[split]["datasets"]) == {COLUMN}
+    assert best["config"]["pop"] == 6 and best["config"]["iters"] == 40
+    assert best["config"]["archs"] == 12 and best["config"]["datasets"] == [DATASETS]
+    history = read(reference / "history.json")
+    assert isinstance(history, list) and [h["iter"] for h in history] == list(range(41))
+    for h in history:
+        assert {"iter", "best", "mean", "tries", "rejects"} <= set(h)
+        assert h["mean"] <= h["best"] + 1e-12 and 0 <= h["rejects"] <= h["tries"]
+    assert all(1 <= h["tries"] <= 10 for h in history[1:])
+    bests = [h["best"] for h in history]
+    assert all(b2 >= b1 for b1, b2 in zip(bests, bests[1:]))
+    assert best["search"]["jcm"] == pytest.approx(bests[-1], abs=1e-12)
+    png = reference / "jcm.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the test entry is what rank.py reports for the formula on the test split
+    report_path = tmp_path / "rank.json"
+    proc = subprocess.run([sys.executable, "runners/rank.py", *cli_common, "--proxy", best["formula"],
+                           "--split", "test", "--json", str(report_path)],
+                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = read(report_path)
+    assert report["split"] == "test"
+    (entry,) = report["proxies"].values()
+    assert entry["jcm"] == pytest.approx(best["test"]["jcm"], abs=1e-12)
+    assert set(entry["datasets"]) == set(best["test"]["datasets"])
+    for column, corr in best["test"]["datasets"].items():
+        assert entry["datasets"][column]["kendall"] == pytest.approx(corr["kendall"], abs=1e-12)
+
+
+def child_env():
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def checkpoint_iteration(path):
+    try:
+        return json.loads(Path(path).read_text())["payload"]["iteration"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_kill_9_and_resume_equals_uninterrupted(reference, cli_common, tmp_path, capsys):
+    """SIGKILL the runner at two moments (iteration >= 2 and >= 14 of 40); a run with --resume
+    then ends exactly where the uninterrupted run did."""
+    cache_root = cli_common[cli_common.index("--cache") + 1]
+    before = cache_files(cache_root)
+    options = [*cli_common, "--pop", "6", "--iters", "40", "--checkpoint-every", "1"]
+    moments = {"early": 2, "late": 14}
+    outs = {name: tmp_path / name for name in moments}
+    procs = {}
+    try:
+        for name in moments:  # both runs side by side, each killed at its moment
+            procs[name] = subprocess.Popen(
+                [sys.executable, "runners/evolve.py", *options, "--out", str(outs[name])],
+                cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        pending, deadline = set(moments), time.monotonic() + 300
+        while pending and time.monotonic() < deadline:
+            for name in sorted(pending):
+                it = checkpoint_iteration(outs[name] / "checkpoint.json")
+                if it is not None and it >= moments[name]:
+                    procs[name].send_signal(signal.SIGKILL)
+                    pending.discard(name)
+                elif procs[name].poll() is not None:
+                    pytest.fail(f"the {name} run ended before it could be killed: "
+                                f"{procs[name].stderr.read().decode()[-500:]}")
+            time.sleep(0.01)
+        assert not pending, "no checkpoint reached the kill moment in time"
+        for name in moments:
+            assert procs[name].wait(timeout=60) == -signal.SIGKILL
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stderr.close()
+    ref_best = read(reference / "best.json")
+    ref_history = (reference / "history.json").read_text()
+    for name in moments:
+        it = checkpoint_iteration(outs[name] / "checkpoint.json")
+        assert moments[name] <= it < 40, (name, it)  # killed mid-search
+        assert not (outs[name] / "best.json").exists()
+        # run again with --resume, to completion (in process: the same main and argv)
+        code, err = run_main(options + ["--out", str(outs[name]), "--resume"], capsys)
+        assert code == 0, err
+        best = read(outs[name] / "best.json")
+        assert best["formula"] == ref_best["formula"], name
+        assert best["search"] == ref_best["search"] and best["test"] == ref_best["test"], name
+        assert (outs[name] / "history.json").read_text() == ref_history, name
+    # the runs only read the pre-filled statistics cache
+    assert cache_files(cache_root) == before
+
+
+def copy_run(reference, dest):
+    shutil.copytree(reference, dest)
+    return dest
+
+
+def one_line(err):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_resume_with_other_configuration_is_refused(reference, cli_common, tmp_path, capsys):
+    out = copy_run(reference, tmp_path / "run")
+    original = (out / "checkpoint.json").read_bytes()
+    argv = cli_common + ["--pop", "6", "--iters", "40", "--checkpoint-every", "1", "--out", str(out),
+                         "--resume"]
+    code, err = run_main(argv + ["--margin", "0.2"], capsys)
+    line = one_line(err)
+    assert code == 2 and "checkpoint.json" in line
+    assert "(search.margin differ)" in line  # the differing setting, and only it, is named
+    code, err = run_main(argv + ["--aggregate", "mean"], capsys)  # a data setting
+    line = one_line(err)
+    assert code == 2 and "(data.aggregate differ)" in line
+    code, err = run_main(argv + ["--margin", "0.2", "--mutate", "shrink"], capsys)
+    assert code == 2 and "(search.margin, search.mutate differ)" in one_line(err)
+    assert (out / "checkpoint.json").read_bytes() == original  # left as it was
+    # the same configuration resumes fine (a finished run: it only rewrites the results)
+    code, err = run_main(argv, capsys)
+    assert code == 0, err
+
+
+def test_resume_with_damaged_or_missing_checkpoint(reference, cli_common, tmp_path, capsys):
+    argv = cli_common + ["--pop", "6", "--iters", "40", "--checkpoint-every", "1", "--resume"]
+    # a changed byte that still parses as JSON: caught by the checksum
+    out = copy_run(reference, tmp_path / "changed")
+    text = (out / "checkpoint.json").read_text()
+    assert text.count('"iteration": 40') == 1
+    (out / "checkpoint.json").write_text(text.replace('"iteration": 40', '"iteration": 30'))
+    code, err = run_main(argv + ["--out", str(out)], capsys)
+    line = one_line(err)
+    assert code == 2 and str(out / "checkpoint.json") in line and "damaged" in line
+    # a truncated file
+    out = copy_run(reference, tmp_path / "truncated")
+    data = (out / "checkpoint.json").read_bytes()
+    (out / "checkpoint.json").write_bytes(data[: len(data) // 2])
+    code, err = run_main(argv + ["--out", str(out)], capsys)
+    line = one_line(err)
+    assert code == 2 and str(out / "checkpoint.json") in line
+    # no checkpoint at all
+    code, err = run_main(argv + ["--out", str(tmp_path / "empty")], capsys)
+    line = one_line(err)
+    assert code == 2 and "--resume" in line and "checkpoint" in line
+    assert not (tmp_path / "empty" / "best.json").exists()
+
+
+@pytest.mark.parametrize("flags,key,expected", [
+    (["--select", "tournament"], "select", "tournament"),
+    (["--mutate", "uniform"], "mutate", "uniform"),
+    (["--mutate", "shrink"], "mutate", "shrink"),
+    (["--mutate", "insert"], "mutate", "insert"),
+    (["--no-elitism"], "elitism", False),
+])
+def test_ablation_flags_run_to_completion(flags, key, expected, cli_common, tmp_path, capsys):
+    code, err = run_main(cli_common + ["--pop", "6", "--iters", "4", "--out", str(tmp_path), *flags],
+                         capsys)
+    assert code == 0, err
+    best = read(tmp_path / "best.json")
+    assert best["config"][key] == expected
+    assert len(read(tmp_path / "history.json")) == 5
+    assert best["formula"] and -1 <= best["test"]["jcm"] <= 1
+
+
+@pytest.mark.parametrize("flags,flag", [
+    (["--mutate", "nope"], "--mutate"),
+    (["--select", "nope"], "--select"),
+    (["--p-node", "2"], "--p-node"),
+    (["--pop", "1"], "--pop"),
+    (["--ratio", "0"], "--ratio"),
+    (["--max-tries", "0"], "--max-tries"),
+])
+def test_bad_search_values_exit_2(flags, flag, cli_common, tmp_path, capsys):
+    code, err = run_main(cli_common + ["--out", str(tmp_path / "o"), *flags], capsys)
+    line = one_line(err)
+    assert code == 2 and flag in line and flags[1] in line
+    assert not (tmp_path / "o" / "checkpoint.json").exists()

@@ -1,0 +1,439 @@
+"""The typed primitive set on its own: every op on edge values, hand-checked values, property
+tests on arbitrary floats, random trees, DEAP's own generators, and reuse outside ViTs (a CNN)."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from deap import gp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from torch import nn
+import torch.nn.functional as F
+
+from primitives import (FormulaError, Gram, Scalar, TensorType, build_primitive_set, display_name,
+                        evaluate_tree, generate_tree, parse_formula, tensor_type)
+from primitives import ops
+
+W, A = tensor_type("W"), tensor_type("A")
+SMALL_TERMINALS = {"w": W, "g": W, "a": A, "n": Scalar}
+PROP = settings(max_examples=40, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pset():
+    return build_primitive_set(SMALL_TERMINALS)
+
+
+# ------------------------------------------------------------------ op table and edge inputs
+
+def _gram_of(x):
+    d = x.shape[-1]
+    return torch.ones(x.shape[0], d, d, dtype=x.dtype) * 0.5 + torch.eye(d, dtype=x.dtype)
+
+
+def call_all_ops(x, y=None):
+    """(name, output, expected shape) for every op applied to tensor x (and y of x's shape)."""
+    y = x.flip(0) if y is None else y
+    units = x.shape[0]
+    out = []
+    for name, fn in ops.ELEMENTWISE_UNARY.items():
+        out.append((name, fn(x), x.shape))
+    for name, fn in ops.REDUCTIONS.items():
+        out.append((name, fn(x), (units,)))
+    for name, fn in ops.ELEMENTWISE_BINARY.items():
+        out.append((name, fn(x, y), x.shape))
+    d = x.shape[-1]
+    out.append(("gram", ops.gram(x), (units, d, d)))
+    out.append(("matmul", ops.matmul(x, _gram_of(x)), x.shape))
+    out.append(("matmul_gram_of_x", ops.matmul(x, ops.gram(y)), x.shape))
+    s, t = x.reshape(units, -1)[:, 0].clone(), y.reshape(units, -1)[:, -1].clone()
+    for name, fn in ops.SCALAR_UNARY.items():
+        out.append(("scalar_" + name, fn(s), (units,)))
+    for name, fn in ops.ELEMENTWISE_BINARY.items():
+        out.append(("scalar_" + name, fn(s, t), (units,)))
+    return out
+
+
+ALL_OP_COUNT = (len(ops.ELEMENTWISE_UNARY) + len(ops.REDUCTIONS) + 2 * len(ops.ELEMENTWISE_BINARY)
+                + 3 + len(ops.SCALAR_UNARY))
+
+SUBNORMAL = 1e-40  # below float32's smallest normal (1.18e-38), above its smallest subnormal
+
+
+def _edge_inputs():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(2, 3, 4, generator=g)
+    with_nan = base.clone()
+    with_nan[0, 1, 2] = float("nan")
+    with_inf = base.clone()
+    with_inf[1, 0, 0] = float("inf")
+    with_inf[1, 2, 3] = float("-inf")
+    return {
+        "zeros": torch.zeros(2, 3, 4),
+        "negatives": -(base.abs() + 0.5),
+        "huge": torch.full((2, 3, 4), 1e30),
+        "huge_mixed_sign": 1e30 * torch.sign(base),
+        "float32_max": torch.full((2, 3, 4), torch.finfo(torch.float32).max),
+        "tiny": torch.full((2, 3, 4), 1e-30),
+        "subnormal": torch.full((2, 3, 4), SUBNORMAL),
+        "one_element": torch.tensor([[0.7]]),
+        "one_element_zero": torch.zeros(1, 1),
+        "one_unit_4d": base[:1].reshape(1, 3, 2, 2),
+        "with_nan": with_nan,
+        "with_inf": with_inf,
+        "all_nan": torch.full((2, 3, 4), float("nan")),
+        "ordinary": base,
+        "ordinary_float64": base.double(),
+    }
+
+
+EDGE = _edge_inputs()
+# finite inputs on which the protected ops must stay finite
+FINITE = ("zeros", "negatives", "huge", "huge_mixed_sign", "float32_max", "tiny", "subnormal",
+          "one_element", "one_element_zero", "one_unit_4d", "ordinary", "ordinary_float64")
+
+
+def test_subnormal_input_is_really_subnormal():
+    x = EDGE["subnormal"]
+    assert (x > 0).all() and (x < torch.finfo(torch.float32).tiny).all()
+
+
+@pytest.mark.parametrize("case", sorted(EDGE))
+def test_every_op_is_total_on_edge_values(case):
+    x = EDGE[case]
+    results = call_all_ops(x)
+    assert len(results) == ALL_OP_COUNT
+    for name, out, shape in results:
+        assert isinstance(out, torch.Tensor), name
+        assert tuple(out.shape) == tuple(shape), (case, name, out.shape, shape)
+        assert out.dtype == x.dtype, (case, name, out.dtype)
+
+
+@pytest.mark.parametrize("case", FINITE)
+def test_protected_ops_are_finite_on_finite_inputs(case):
+    x = EDGE[case]
+    for name in ("log", "sqrt", "reciprocal"):
+        out = ops.ELEMENTWISE_UNARY[name](x)
+        assert torch.isfinite(out).all(), (case, name, out)
+        out = ops.SCALAR_UNARY[name](x.reshape(x.shape[0], -1)[:, 0])
+        assert torch.isfinite(out).all(), (case, "scalar " + name)
+    # a / b stays finite for ordinary numerators and any finite denominator, zero and subnormals included
+    numerator = torch.linspace(-1e6, 1e6, x.numel(), dtype=x.dtype).reshape(x.shape)
+    assert torch.isfinite(ops.div(numerator, x)).all(), case
+    # finite inputs of ordinary size keep every op but exp finite
+    if case in ("zeros", "negatives", "tiny", "subnormal", "one_element", "one_element_zero",
+                "one_unit_4d", "ordinary", "ordinary_float64"):
+        for name, out, _ in call_all_ops(x):
+            if name not in ("exp", "scalar_exp"):
+                assert torch.isfinite(out).all(), (case, name, out)
+
+
+def test_protected_forms_exact_values():
+    z = torch.zeros(1, 3)
+    assert torch.allclose(ops.log(z), torch.full((1, 3), math.log(ops.EPS)))
+    assert torch.allclose(ops.reciprocal(z), torch.full((1, 3), 1 / ops.EPS))
+    assert torch.allclose(ops.reciprocal(torch.tensor([[-0.0]])), torch.tensor([[1 / ops.EPS]]))
+    assert torch.allclose(ops.reciprocal(torch.tensor([[-1e-12]])), torch.tensor([[-1 / ops.EPS]]), rtol=1e-3)
+    assert torch.allclose(ops.sqrt(torch.tensor([[-4.0, 9.0]])), torch.tensor([[2.0, 3.0]]))
+    assert torch.allclose(ops.log(torch.tensor([[-math.e]])), torch.tensor([[1.0]]), atol=1e-6)
+    assert torch.allclose(ops.div(torch.tensor([[6.0]]), torch.tensor([[-3.0]])), torch.tensor([[-2.0]]))
+    assert torch.allclose(ops.div(torch.tensor([[1.0]]), torch.tensor([[0.0]])), torch.tensor([[1 / ops.EPS]]))
+    assert torch.equal(ops.step(torch.tensor([[-1.0, 0.0, 2.0]])), torch.tensor([[0.0, 0.0, 1.0]]))
+    assert torch.equal(ops.sign(torch.tensor([[-3.0, 0.0, 2.0]])), torch.tensor([[-1.0, 0.0, 1.0]]))
+
+
+def test_reductions_hand_computed():
+    x = torch.tensor([[[3.0, -4.0]], [[1.0, 1.0]]])  # two units of one row
+    assert torch.allclose(ops.frobenius(x), torch.tensor([5.0, math.sqrt(2)]))
+    assert torch.allclose(ops.l1(x), torch.tensor([7.0, 2.0]))
+    assert torch.allclose(ops.total(x), torch.tensor([-1.0, 2.0]))
+    assert torch.allclose(ops.mean(x), torch.tensor([-0.5, 1.0]))
+    assert torch.allclose(ops.mean_abs(x), torch.tensor([3.5, 1.0]))
+    assert torch.allclose(ops.rms(x), torch.tensor([math.sqrt(12.5), 1.0]))
+    assert torch.allclose(ops.std(x), torch.tensor([3.5, 0.0]))  # population std
+    assert torch.equal(ops.numel(x), torch.tensor([2.0, 2.0]))
+    assert torch.equal(ops.numel(torch.zeros(3, 4, 5, 6)), torch.full((3,), 120.0))
+
+
+def test_nuclear_and_logdet_gram_match_linear_algebra():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 5, 4, generator=g, dtype=torch.float64)
+    assert torch.allclose(ops.nuclear(x), torch.linalg.matrix_norm(x, "nuc"))
+    x4 = torch.randn(2, 3, 2, 4, generator=g, dtype=torch.float64)  # rows = all but the last axis
+    assert torch.allclose(ops.nuclear(x4), torch.linalg.matrix_norm(x4.reshape(2, 6, 4), "nuc"))
+    for u in range(3):
+        m = x[u].numpy()
+        expect = np.linalg.slogdet(m.T @ m / m.shape[0] + 1e-6 * np.eye(4))[1]
+        assert ops.logdet_gram(x)[u].item() == pytest.approx(expect, rel=1e-9)
+    # hand case: X = 2 I (d = rows = 3) -> gram = 4/3 I
+    eye2 = (2 * torch.eye(3, dtype=torch.float64)).unsqueeze(0)
+    assert ops.logdet_gram(eye2).item() == pytest.approx(3 * math.log(4 / 3 + 1e-6))
+    assert ops.nuclear(eye2).item() == pytest.approx(6.0)
+    # rank-deficient input: eps keeps logdet finite
+    assert torch.isfinite(ops.logdet_gram(torch.zeros(1, 4, 4))).all()
+
+
+def test_linear_algebra_marks_only_the_non_finite_unit():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 4, 3, generator=g)
+    x[1, 2, 0] = float("nan")
+    x[2, 0, 1] = float("inf")
+    for fn in (ops.nuclear, ops.logdet_gram):
+        out = fn(x)
+        assert torch.isfinite(out[0]) and torch.isnan(out[1]) and torch.isnan(out[2]), fn.__name__
+        assert out[0].item() == pytest.approx(fn(x[:1]).item(), rel=1e-5)
+
+
+def test_normalisations():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, 5, generator=g) * 7 + 3
+    z = ops.zscore(x).reshape(4, -1)
+    assert torch.allclose(z.mean(1), torch.zeros(4), atol=1e-6)
+    assert torch.allclose(z.std(1, correction=0), torch.ones(4), atol=1e-5)
+    m = ops.minmax_normalize(x).reshape(4, -1)
+    assert (m >= 0).all() and (m <= 1).all()
+    assert torch.allclose(m.min(1).values, torch.zeros(4)) and torch.allclose(m.max(1).values, torch.ones(4), atol=1e-5)
+    s = ops.softmax(x)
+    assert (s > 0).all() and torch.allclose(s.sum(-1), torch.ones(4, 3))
+    assert torch.allclose(ops.log_softmax(x).exp().sum(-1), torch.ones(4, 3))
+    assert torch.allclose(ops.l2_normalize(x).reshape(4, -1).norm(dim=1), torch.ones(4))
+    # a constant unit does not divide by zero
+    assert torch.isfinite(ops.zscore(torch.ones(1, 3, 3))).all()
+    assert torch.isfinite(ops.minmax_normalize(torch.ones(1, 3, 3))).all()
+    assert torch.isfinite(ops.l2_normalize(torch.zeros(1, 3, 3))).all()
+
+
+def test_gram_and_matmul():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64)
+    rows = x.reshape(2, 6, 4)
+    assert torch.allclose(ops.gram(x), rows.transpose(1, 2) @ rows / 6)
+    eye = torch.eye(4, dtype=torch.float64).expand(2, 4, 4)
+    assert torch.equal(ops.matmul(x, eye), x)
+    b = torch.randn(2, 4, 4, generator=g, dtype=torch.float64)
+    assert torch.allclose(ops.matmul(x, b), torch.einsum("ubtd,ude->ubte", x, b))
+
+
+# ------------------------------------------------------------------ property tests
+
+def _float_arrays(min_units=1):
+    shapes = st.tuples(st.integers(min_units, 3), st.integers(1, 4), st.integers(1, 4)).flatmap(
+        lambda s: st.sampled_from([s[:1] + (s[2],), s, s[:2] + (2, s[2])]))
+    elems = st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=True)
+    return shapes.flatmap(lambda shape: st.tuples(
+        hnp.arrays(np.float32, shape, elements=elems), hnp.arrays(np.float32, shape, elements=elems)))
+
+
+@PROP
+@given(_float_arrays())
+def test_property_every_op_is_total_on_arbitrary_floats(pair):
+    x, y = (torch.from_numpy(a.copy()) for a in pair)
+    for name, out, shape in call_all_ops(x, y):
+        assert tuple(out.shape) == tuple(shape), name
+        assert out.dtype == torch.float32, name
+        assert out.is_floating_point()
+    for name in ("sigmoid", "tanh", "sign", "step", "l2_norm"):
+        out = ops.ELEMENTWISE_UNARY[name](x)
+        ok = torch.isnan(out) | ((out >= -1) & (out <= 1))
+        assert ok.all(), name
+    for name in ("abs", "sqrt", "relu", "square", "step", "softmax"):
+        out = ops.ELEMENTWISE_UNARY[name](x)
+        assert (torch.isnan(out) | (out >= 0)).all(), name
+    bad_unit = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+    for fn in (ops.nuclear, ops.logdet_gram):
+        assert torch.isnan(fn(x)[bad_unit]).all(), fn.__name__
+
+
+@PROP
+@given(_float_arrays())
+def test_property_protected_ops_finite_on_moderate_finite_input(pair):
+    x = torch.from_numpy(pair[0].copy())
+    x = torch.where(torch.isfinite(x), x.clamp(-1e30, 1e30), torch.zeros_like(x))
+    for name in ("log", "sqrt", "reciprocal", "abs", "neg", "sigmoid", "tanh", "sign", "step",
+                 "relu", "l2_norm", "minmax_norm", "softmax"):
+        assert torch.isfinite(ops.ELEMENTWISE_UNARY[name](x)).all(), name
+    numerator = torch.from_numpy(np.nan_to_num(pair[1], nan=0.0, posinf=1.0, neginf=-1.0)).clamp(-1e6, 1e6)
+    assert torch.isfinite(ops.div(numerator, x)).all()
+
+
+def _tree_inputs(seed, units, d, special, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    inputs = {"w": torch.randn(units, 3, d, generator=g), "g": torch.randn(units, 3, d, generator=g) * 1e-3,
+              "a": torch.randn(units, 2, 2, d, generator=g), "n": torch.rand(units, generator=g) * 100}
+    if special == "zeros":
+        inputs["g"] = torch.zeros_like(inputs["g"])
+    elif special == "nan":
+        inputs["w"][0, 0, 0] = float("nan")
+    elif special == "inf":
+        inputs["a"][-1, -1, -1, -1] = float("inf")
+    elif special == "huge":
+        inputs["w"] = inputs["w"] * 1e30
+    return {k: v.to(dtype) for k, v in inputs.items()}
+
+
+@PROP
+@given(seed=st.integers(0, 2**32 - 1), units=st.integers(1, 3), d=st.integers(1, 4),
+       min_depth=st.integers(0, 2), extra=st.integers(0, 3),
+       special=st.sampled_from([None, None, "zeros", "nan", "inf", "huge"]))
+def test_property_random_trees_evaluate_per_unit(pset, seed, units, d, min_depth, extra, special):
+    rng = random.Random(seed)
+    tree = generate_tree(pset, min_depth, min_depth + extra, rng)
+    assert tree[0].ret is Scalar
+    assert min_depth <= tree.height <= min_depth + extra + 1
+    out = evaluate_tree(tree, pset, _tree_inputs(seed, units, d, special))
+    assert isinstance(out, torch.Tensor) and tuple(out.shape) == (units,), str(tree)
+    assert out.dtype == torch.float32
+    # with a memo, the same value (memoised subtrees change nothing)
+    memo = {}
+    again = evaluate_tree(tree, pset, _tree_inputs(seed, units, d, special), memo)
+    assert torch.equal(torch.nan_to_num(out, nan=7.0), torch.nan_to_num(again, nan=7.0)), str(tree)
+
+
+@PROP
+@given(seed=st.integers(0, 2**32 - 1), depth=st.integers(1, 6))
+def test_property_generated_trees_round_trip(pset, seed, depth):
+    tree = generate_tree(pset, 1, depth, random.Random(seed))
+    text = str(tree)
+    assert ":" not in text
+    back = parse_formula(text, pset)
+    assert str(back) == text and back == tree
+    assert len(back) == len(tree) and all(a is b for a, b in zip(back, tree))
+
+
+# ------------------------------------------------------------------ the primitive set
+
+def test_pset_has_many_unary_ops_and_readable_names(pset):
+    prims = [p for typ in pset.primitives for p in pset.primitives[typ]]
+    unary = {display_name(p) for p in prims if p.arity == 1}
+    assert len(unary) >= 20, sorted(unary)
+    assert {"log", "sqrt", "exp", "frobenius", "nuclear", "logdet_gram", "gram", "zscore"} <= unary
+    binary = {display_name(p) for p in prims if p.arity == 2}
+    assert binary == {"add", "sub", "mul", "div", "matmul"}
+    for p in prims:
+        assert ":" not in p.format(*["x"] * p.arity)
+    # every type that appears has both a primitive and a terminal
+    types = set(pset.primitives) | {a for p in prims for a in p.args}
+    assert Scalar in types and Gram in types and W in types and A in types
+    for typ in types:
+        assert pset.terminals[typ], typ
+        assert pset.primitives[typ], typ
+
+
+def test_str_prints_display_names(pset):
+    tree = parse_formula("add(frobenius(mul(w, g)), mul(n, logdet_gram(matmul(a, gram(w)))))", pset)
+    assert str(tree) == "add(frobenius(mul(w, g)), mul(n, logdet_gram(matmul(a, gram(w)))))"
+    out = evaluate_tree(tree, pset, _tree_inputs(0, 2, 3, None))
+    assert out.shape == (2,)
+
+
+def test_pset_rejects_bad_terminals():
+    with pytest.raises(TypeError):
+        build_primitive_set({"x": int})
+    with pytest.raises(ValueError):
+        build_primitive_set({"one": Scalar})
+    with pytest.raises(ValueError):
+        build_primitive_set({"not an id": Scalar})
+    assert issubclass(W, TensorType) and tensor_type("W") is W
+
+
+@pytest.mark.parametrize("generator", [gp.genHalfAndHalf, gp.genFull, gp.genGrow])
+def test_deap_generators_work_with_the_set(pset, generator):
+    random.seed(12345)
+    inputs = _tree_inputs(5, 2, 3, None)
+    for _ in range(40):
+        tree = gp.PrimitiveTree(generator(pset, 1, 4))
+        assert tree[0].ret is Scalar
+        text = str(tree)
+        assert ":" not in text
+        back = parse_formula(text, pset)
+        assert str(back) == text and all(a is b for a, b in zip(back, tree))
+        assert evaluate_tree(tree, pset, inputs).shape == (2,)
+
+
+def test_parse_formula_rejects_wrong_root_and_types(pset):
+    with pytest.raises(FormulaError):
+        parse_formula("w", pset)
+    with pytest.raises(FormulaError):
+        parse_formula("mul(w, a)", pset)
+    with pytest.raises(FormulaError):
+        parse_formula("gram(eye)", pset)  # no gram of a Gram
+
+
+# ------------------------------------------------------------------ reuse outside ViTs
+
+class SmallCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(3)])
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        for conv in self.body:
+            x = F.relu(conv(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_readme_example_cnn_layers_scored_by_a_tree():
+    """Scoring the conv layers of a small CNN, outside any ViT: layers of one shape are the units
+    of one evaluation; a layer of another shape is evaluated as its own unit batch."""
+    torch.manual_seed(0)
+    net = SmallCNN()
+    images, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    F.cross_entropy(net(images), labels).backward()
+
+    Weight = tensor_type("ConvWeight")
+    cnn_pset = build_primitive_set({"w": Weight, "g": Weight, "n": Scalar})
+
+    def as_units(convs):
+        w = torch.stack([c.weight.detach().reshape(c.weight.shape[0], -1) for c in convs])
+        g = torch.stack([c.weight.grad.reshape(c.weight.shape[0], -1) for c in convs])
+        return {"w": w, "g": g, "n": torch.tensor([float(c.weight.numel()) for c in convs])}
+
+    body = as_units(list(net.body))  # 3 layers, each (8, 72): one batch of 3 units
+    stem = as_units([net.stem])  # (8, 27): a unit batch of its own
+    assert body["w"].shape == (3, 8, 72) and stem["w"].shape == (1, 8, 27)
+
+    # a known formula: SNIP per layer
+    snip = parse_formula("l1(mul(w, g))", cnn_pset)
+    per_layer = evaluate_tree(snip, cnn_pset, body)
+    expect = torch.stack([(c.weight * c.weight.grad).abs().sum() for c in net.body]).detach()
+    assert torch.allclose(per_layer, expect, rtol=1e-5)
+    assert evaluate_tree(snip, cnn_pset, stem).item() == pytest.approx(
+        (net.stem.weight * net.stem.weight.grad).abs().sum().item(), rel=1e-5)
+    grad_norm = parse_formula("mul(rms(g), sqrt(n))", cnn_pset)
+    assert torch.allclose(evaluate_tree(grad_norm, cnn_pset, body),
+                          torch.stack([c.weight.grad.norm() for c in net.body]), rtol=1e-5)
+
+    # generated trees: one score per layer; the network's score is the sum over layers
+    rng = random.Random(7)
+    for _ in range(10):
+        tree = generate_tree(cnn_pset, 2, 4, rng)
+        scores = evaluate_tree(tree, cnn_pset, body)
+        assert scores.shape == (3,)
+        assert evaluate_tree(tree, cnn_pset, stem).shape == (1,)
+        network_score = float(scores.sum() + evaluate_tree(tree, cnn_pset, stem).sum())
+        assert isinstance(network_score, float)
+
+    # units are independent: a layer alone gets the value it gets in the batch
+    for text in ("l1(mul(w, g))", "nuclear(w)", "logdet_gram(matmul(w, gram(g)))",
+                 "mul(frobenius(zscore(w)), n)", "std(softmax(mul(w, g)))"):
+        tree = parse_formula(text, cnn_pset)
+        scores = evaluate_tree(tree, cnn_pset, body)
+        for u in range(3):
+            alone = evaluate_tree(tree, cnn_pset, {k: v[u:u + 1] for k, v in body.items()})
+            assert torch.allclose(alone, scores[u:u + 1], rtol=1e-4), text

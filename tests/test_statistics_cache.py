@@ -1,0 +1,482 @@
+"""ViT statistics (shapes, sketches, agreement with the model's own tensors), the on-disk cache
+(hits, keys, corruption recovery, atomic writes), the synthetic batch, and runners/extract.py."""
+import dataclasses
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vit_space.cache as cache_mod
+from vit_space.batches import make_batch, synthetic_batch
+from vit_space.cache import StatsCache, atomic_dump
+from vit_space.datasets import NUM_CLASSES
+from vit_space.errors import BadInput
+from vit_space.models import build_model, transformer_blocks
+from vit_space.statistics import SCALAR_FIELDS, TENSOR_FIELDS, StatsConfig, extract_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+IMG, BATCH = 32, 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def af_arch(autoformer_bench):
+    """The cheapest kind of AutoFormer record: width 192, 12 blocks, with mixed ratios."""
+    for r in autoformer_bench.records:
+        a = r["arch"]
+        if a["hidden_dim"] == 192 and a["depth"] == 12 and len(set(a["mlp_ratio"])) == 2:
+            return a
+    pytest.fail("no width-192 depth-12 record in the bench")
+
+
+@pytest.fixture(scope="module")
+def pit_arch(pit_bench):
+    return pit_bench.records[0]["arch"]
+
+
+@pytest.fixture(scope="module")
+def full_cfg(tiny_cfg):
+    return dataclasses.replace(tiny_cfg, rows=None, tokens=None)
+
+
+@pytest.fixture(scope="module")
+def stats(af_arch, pit_arch, tiny_cfg, full_cfg):
+    """Extracted once per module: {(space, dataset, 'sketch'|'full'): stats}."""
+    out = {}
+    for space, arch in (("autoformer", af_arch), ("pit", pit_arch)):
+        out[space, "c100", "sketch"] = extract_stats(space, arch, "c100", tiny_cfg)
+        out[space, "c100", "full"] = extract_stats(space, arch, "c100", full_cfg)
+        out[space, "chaoyang", "sketch"] = extract_stats(space, arch, "chaoyang", tiny_cfg)
+    return out
+
+
+def expected_layout(space, arch, img=IMG):
+    """Per block (D, H, tokens incl. class token), from the record and the patching rules."""
+    if space == "autoformer":
+        n = (img // 16) ** 2 + 1
+        D = arch["hidden_dim"]
+        return [(D, int(D * r), n) for r in arch["mlp_ratio"]]
+    side = (img - 16) // 8 + 1  # patch 16, stride 8
+    out = []
+    for stage, (depth, heads) in enumerate(zip(arch["depth"], arch["num_heads"])):
+        if stage:
+            side = (side - 1) // 2 + 1  # PiT pooling: 3x3 depthwise conv, stride 2, padding 1
+        D = arch["base_dim"] * heads
+        out += [(D, D * arch["mlp_ratio"], side * side + 1)] * depth
+    return out
+
+
+# ---------------------------------------------------------------- shapes
+
+@pytest.mark.parametrize("space", ["autoformer", "pit"])
+def test_sketch_shapes(space, stats, af_arch, pit_arch, tiny_cfg):
+    arch = af_arch if space == "autoformer" else pit_arch
+    s = stats[space, "c100", "sketch"]
+    layout = expected_layout(space, arch)
+    rows, tokens = tiny_cfg.rows, tiny_cfg.tokens  # the sketch sizes (StatsConfig defaults)
+    assert rows is not None and tokens is not None and rows < 4 * 192 and tokens < 10
+    assert len(s["blocks"]) == len(layout)
+    assert s["meta"]["space"] == space and s["meta"]["arch"] == arch and s["meta"]["dataset"] == "c100"
+    assert s["meta"]["config"] == dataclasses.asdict(tiny_cfg)
+    for block, (D, H, n) in zip(s["blocks"], layout):
+        assert set(block) == set(TENSOR_FIELDS) | set(SCALAR_FIELDS)
+        assert block["msa_w"].shape == block["msa_g"].shape == (min(rows, 4 * D), D)
+        assert block["mlp_w"].shape == block["mlp_g"].shape == (min(rows, 2 * H), D)
+        for f in ("msa_a", "msa_ga", "mlp_a", "mlp_ga"):
+            assert block[f].shape == (BATCH, min(tokens, n), D), f
+            assert block[f].dtype == np.float32
+        assert block["msa_numel"] == 4 * D * D
+        assert block["mlp_numel"] == 2 * H * D
+
+
+@pytest.mark.parametrize("space", ["autoformer", "pit"])
+def test_full_shapes(space, stats, af_arch, pit_arch):
+    arch = af_arch if space == "autoformer" else pit_arch
+    s = stats[space, "c100", "full"]
+    for block, (D, H, n) in zip(s["blocks"], expected_layout(space, arch)):
+        assert block["msa_w"].shape == block["msa_g"].shape == (4 * D, D)
+        assert block["mlp_w"].shape == block["mlp_g"].shape == (2 * H, D)
+        for f in ("msa_a", "msa_ga", "mlp_a", "mlp_ga"):
+            assert block[f].shape == (BATCH, n, D), f
+        assert block["msa_numel"] == block["msa_w"].size
+        assert block["mlp_numel"] == block["mlp_w"].size
+
+
+def test_pit_token_sketch_bites(stats, tiny_cfg):
+    """At 32 px, PiT's first stage has 3x3+1 = 10 tokens, more than the sketch keeps."""
+    first = stats["pit", "c100", "sketch"]["blocks"][0]
+    assert first["msa_a"].shape[1] == tiny_cfg.tokens < 10
+    assert stats["pit", "c100", "full"]["blocks"][0]["msa_a"].shape[1] == 10
+
+
+# ---------------------------------------------------------------- agreement with the model
+
+def _reference(space, arch, dataset, cfg):
+    """An independent forward/backward: model tensors, block inputs and block-output grads."""
+    model = build_model(space, arch, NUM_CLASSES[dataset], cfg.img_size)
+    images, labels = make_batch(dataset, cfg.batch_size, cfg.img_size, cfg.seed)
+    blocks = transformer_blocks(model)
+    inputs, outputs = [], []
+    hooks = [b.register_forward_pre_hook(lambda m, a: inputs.append(a[0].detach())) for b in blocks]
+
+    def keep(m, a, out):
+        out.retain_grad()
+        outputs.append(out)
+    hooks += [b.register_forward_hook(keep) for b in blocks]
+    F.cross_entropy(model(images), labels).backward()
+    for h in hooks:
+        h.remove()
+    return model, blocks, inputs, outputs
+
+
+@pytest.mark.parametrize("space", ["autoformer", "pit"])
+def test_full_stats_equal_the_models_tensors(space, stats, af_arch, pit_arch, full_cfg):
+    arch = af_arch if space == "autoformer" else pit_arch
+    s = stats[space, "c100", "full"]
+    model, blocks, inputs, outputs = _reference(space, arch, "c100", full_cfg)
+    assert len(blocks) == len(s["blocks"])
+    for i, (block, rec) in enumerate(zip(blocks, s["blocks"])):
+        attn, mlp = block.attn, block.mlp
+        w = torch.cat([attn.qkv.weight, attn.proj.weight]).detach().numpy()
+        assert np.array_equal(rec["msa_w"], w), i
+        assert np.array_equal(rec["mlp_w"], torch.cat([mlp.fc1.weight, mlp.fc2.weight.t()]).detach().numpy())
+        g = torch.cat([attn.qkv.weight.grad, attn.proj.weight.grad]).numpy()
+        np.testing.assert_allclose(rec["msa_g"], g, rtol=1e-4, atol=1e-9)
+        np.testing.assert_allclose(rec["mlp_g"],
+                                   torch.cat([mlp.fc1.weight.grad, mlp.fc2.weight.grad.t()]).numpy(),
+                                   rtol=1e-4, atol=1e-9)
+        with torch.no_grad():  # A = what each module adds to the residual stream
+            x = inputs[i]
+            msa = attn(block.norm1(x))
+            mlp_out = mlp(block.norm2(x + msa))
+        np.testing.assert_allclose(rec["msa_a"], msa.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(rec["mlp_a"], mlp_out.numpy(), rtol=1e-4, atol=1e-6)
+        # the MLP output is the block's last residual add, so its gradient is the block output's
+        np.testing.assert_allclose(rec["mlp_ga"], outputs[i].grad.numpy(), rtol=1e-4, atol=1e-12)
+
+
+@pytest.mark.parametrize("space", ["autoformer", "pit"])
+@pytest.mark.parametrize("kind", ["sketch", "full"])
+def test_gradients_nonzero_and_finite(space, kind, stats):
+    for i, block in enumerate(stats[space, "c100", kind]["blocks"]):
+        for f in TENSOR_FIELDS:
+            assert np.all(np.isfinite(block[f])), (i, f)
+        for f in ("msa_w", "mlp_w", "msa_g", "mlp_g", "msa_a", "mlp_a", "msa_ga", "mlp_ga"):
+            assert np.abs(block[f]).sum() > 0, (i, f)
+
+
+@pytest.mark.parametrize("space", ["autoformer", "pit"])
+def test_weights_identical_across_datasets(space, stats):
+    a, b = stats[space, "c100", "sketch"], stats[space, "chaoyang", "sketch"]
+    for x, y in zip(a["blocks"], b["blocks"]):
+        assert np.array_equal(x["msa_w"], y["msa_w"])
+        assert np.array_equal(x["mlp_w"], y["mlp_w"])
+    # ... while the data set does change what the batch does to them
+    assert not np.allclose(a["blocks"][0]["msa_g"], b["blocks"][0]["msa_g"])
+    assert not np.allclose(a["blocks"][0]["msa_a"], b["blocks"][0]["msa_a"])
+
+
+def _row_positions(part, whole):
+    """Index in `whole` of each row of `part` (rows of random weights are distinct)."""
+    pos = []
+    for row in part:
+        hits = np.flatnonzero(np.all(whole == row, axis=1))
+        assert len(hits) == 1
+        pos.append(int(hits[0]))
+    return pos
+
+
+@pytest.mark.parametrize("space", ["autoformer", "pit"])
+def test_sketch_keeps_the_same_rows_for_w_and_g(space, stats):
+    sketch, full = stats[space, "c100", "sketch"], stats[space, "c100", "full"]
+    seen = set()
+    for s, f in zip(sketch["blocks"], full["blocks"]):
+        for w, g in (("msa_w", "msa_g"), ("mlp_w", "mlp_g")):
+            rows = _row_positions(s[w], f[w])
+            assert rows == sorted(rows) and len(set(rows)) == len(rows)
+            np.testing.assert_allclose(s[g], f[g][rows], rtol=1e-4, atol=1e-9)
+            seen.add(tuple(rows))
+        # the activation sketch keeps the same tokens for A and its gradient
+        if s["msa_a"].shape[1] < f["msa_a"].shape[1]:
+            tok = [t for t in range(f["msa_a"].shape[1])
+                   if any(np.array_equal(f["msa_a"][:, t], s["msa_a"][:, k]) for k in range(s["msa_a"].shape[1]))]
+            assert len(tok) == s["msa_a"].shape[1]
+            np.testing.assert_allclose(s["msa_ga"], f["msa_ga"][:, tok], rtol=1e-4, atol=1e-12)
+            np.testing.assert_allclose(s["mlp_a"], f["mlp_a"][:, tok], rtol=1e-4, atol=1e-6)
+    assert len(seen) > 1  # rows are drawn, not always the first ones
+
+
+# ---------------------------------------------------------------- the cache
+
+def _assert_same_stats(a, b):
+    assert a["meta"] == b["meta"]
+    assert len(a["blocks"]) == len(b["blocks"])
+    for x, y in zip(a["blocks"], b["blocks"]):
+        assert set(x) == set(y)
+        for k in x:
+            if isinstance(x[k], np.ndarray):
+                assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), k
+            else:
+                assert x[k] == y[k], k
+
+
+def _no_tmp(root):
+    assert list(Path(root).rglob("*.tmp")) == []
+
+
+def test_cache_miss_then_hit(tmp_path, pit_arch, tiny_cfg, monkeypatch):
+    cache = StatsCache(tmp_path)
+    path = cache.path("pit", pit_arch, "c100", tiny_cfg)
+    assert not path.exists() and not cache.contains("pit", pit_arch, "c100", tiny_cfg)
+    first = cache.get("pit", pit_arch, "c100", tiny_cfg)
+    assert (cache.misses, cache.hits) == (1, 0)
+    assert path.is_file() and path.suffix == ".joblib" and path.is_relative_to(tmp_path)
+    assert cache.contains("pit", pit_arch, "c100", tiny_cfg)
+    assert cache.disk_bytes() == path.stat().st_size > 0
+
+    def no_recompute(*a, **k):
+        raise AssertionError("a hit must not extract again")
+    monkeypatch.setattr(cache_mod, "extract_stats", no_recompute)
+    second = cache.get("pit", pit_arch, "c100", tiny_cfg)
+    assert (cache.misses, cache.hits) == (1, 1)
+    _assert_same_stats(first, second)
+    # a fresh cache object on the same directory reads the same entry
+    third = StatsCache(tmp_path).get("pit", pit_arch, "c100", tiny_cfg)
+    _assert_same_stats(first, third)
+    _no_tmp(tmp_path)
+
+
+def test_cached_stats_equal_a_fresh_extraction(tmp_path, pit_arch, tiny_cfg, stats):
+    got = StatsCache(tmp_path).get("pit", pit_arch, "c100", tiny_cfg)
+    _assert_same_stats(got, stats["pit", "c100", "sketch"])
+
+
+def test_cache_keys_differ_per_input(tmp_path, af_arch, pit_arch, tiny_cfg):
+    cache = StatsCache(tmp_path)
+    base = cache.path("autoformer", af_arch, "c100", tiny_cfg)
+    assert base == cache.path("autoformer", dict(af_arch), "c100", StatsConfig(batch_size=4, img_size=32))
+    variants = [
+        ("autoformer", af_arch, "c100", dataclasses.replace(tiny_cfg, seed=1)),
+        ("autoformer", af_arch, "c100", dataclasses.replace(tiny_cfg, batch_size=2)),
+        ("autoformer", af_arch, "c100", dataclasses.replace(tiny_cfg, rows=tiny_cfg.rows + 1)),
+        ("autoformer", af_arch, "c100", dataclasses.replace(tiny_cfg, rows=None)),
+        ("autoformer", af_arch, "c100", dataclasses.replace(tiny_cfg, tokens=tiny_cfg.tokens + 1)),
+        ("autoformer", af_arch, "c100", dataclasses.replace(tiny_cfg, img_size=64)),
+        ("autoformer", af_arch, "c100", dataclasses.replace(tiny_cfg, data_root="/data")),
+        ("autoformer", af_arch, "chaoyang", tiny_cfg),
+        ("autoformer", dict(af_arch, num_heads=[3 if h == 4 else 4 for h in af_arch["num_heads"]]),
+         "c100", tiny_cfg),
+        ("pit", pit_arch, "c100", tiny_cfg),
+    ]
+    paths = [cache.path(*v) for v in variants]
+    keys = [v[3].key(*v[:3]) for v in variants]
+    assert len(set(paths) | {base}) == len(variants) + 1
+    assert len(set(keys) | {tiny_cfg.key("autoformer", af_arch, "c100")}) == len(variants) + 1
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _flip(path):
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    for i in range(mid, mid + 256):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _bad_checksum(path):
+    entry = joblib.load(path)
+    joblib.dump({"checksum": "0" * 32, "stats": entry["stats"]}, path)
+
+
+def _tampered_array(path):
+    entry = joblib.load(path)
+    entry["stats"]["blocks"][3]["msa_g"][0, 0] += 1.0
+    joblib.dump(entry, path)  # old checksum, changed data
+
+
+def _not_an_entry(path):
+    joblib.dump(["not", "an", "entry"], path)
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip, _bad_checksum, _tampered_array, _not_an_entry, _empty],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_corrupted_entry_is_reported_and_recomputed(tmp_path, pit_arch, tiny_cfg, damage):
+    cache = StatsCache(tmp_path)
+    good = cache.get("pit", pit_arch, "c100", tiny_cfg)
+    path = cache.path("pit", pit_arch, "c100", tiny_cfg)
+    damage(path)
+    with pytest.warns(UserWarning, match=r"is corrupted .*recomputing"):
+        again = cache.get("pit", pit_arch, "c100", tiny_cfg)
+    assert cache.recovered == 1 and cache.misses == 2 and cache.hits == 0
+    _assert_same_stats(again, good)
+    # the entry was rewritten: it now loads cleanly and holds the right stats
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reread = StatsCache(tmp_path).load(path)
+    assert reread is not None
+    _assert_same_stats(reread, good)
+    _no_tmp(tmp_path)
+
+
+def test_atomic_dump_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "entry.joblib"
+
+    def broken_dump(obj, filename):
+        Path(filename).write_bytes(b"half an entry")
+        raise OSError("disk full")
+    monkeypatch.setattr(cache_mod.joblib, "dump", broken_dump)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_dump({"x": 1}, target)
+    assert not target.exists()
+    assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_atomic_dump_replaces(tmp_path):
+    target = tmp_path / "entry.joblib"
+    atomic_dump({"x": 1}, target)
+    atomic_dump({"x": 2}, target)
+    assert joblib.load(target) == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.joblib"]
+
+
+# ---------------------------------------------------------------- the batch
+
+def test_synthetic_batch_deterministic():
+    x1, y1 = synthetic_batch("c100", 4, 32, 0)
+    x2, y2 = synthetic_batch("c100", 4, 32, 0)
+    assert x1.shape == (4, 3, 32, 32) and x1.dtype == torch.float32
+    assert y1.shape == (4,) and y1.dtype == torch.int64
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    x3, y3 = make_batch("c100", 4, 32, 0)
+    assert torch.equal(x1, x3) and torch.equal(y1, y3)
+
+
+def test_synthetic_batch_differs_by_dataset_and_seed():
+    x, _ = synthetic_batch("c100", 4, 32, 0)
+    assert not torch.equal(x, synthetic_batch("c100", 4, 32, 1)[0])
+    assert not torch.equal(x, synthetic_batch("flowers", 4, 32, 0)[0])
+    assert not torch.equal(x, synthetic_batch("chaoyang", 4, 32, 0)[0])
+
+
+@pytest.mark.parametrize("dataset", ["c100", "flowers", "chaoyang", "imagenet"])
+def test_synthetic_labels_in_range(dataset):
+    x, y = synthetic_batch(dataset, 512, 16, 3)
+    assert int(y.min()) >= 0 and int(y.max()) < NUM_CLASSES[dataset]
+    if dataset == "chaoyang":
+        assert set(y.tolist()) == {0, 1, 2, 3}
+    else:
+        assert len(set(y.tolist())) > min(NUM_CLASSES[dataset], 512) // 3
+    assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05  # standard normal
+
+
+def test_make_batch_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="--data-root .*nowhere: directory not found"):
+        make_batch("c100", 4, 32, 0, data_root=str(tmp_path / "nowhere"))
+    with pytest.raises(BadInput, match="--datasets cifar10"):
+        make_batch("cifar10", 4, 32, 0)
+    with pytest.raises(BadInput, match="--img-size 8"):
+        make_batch("c100", 4, 8, 0)
+    with pytest.raises(BadInput, match="--batch-size 0"):
+        make_batch("c100", 0, 32, 0)
+
+
+def test_extract_with_missing_data_root_fails(tmp_path, pit_arch, tiny_cfg):
+    cfg = dataclasses.replace(tiny_cfg, data_root=str(tmp_path / "nowhere"))
+    with pytest.raises(BadInput, match="--data-root"):
+        extract_stats("pit", pit_arch, "c100", cfg)
+    with pytest.raises(BadInput, match="--data-root"):
+        StatsCache(tmp_path / "c").get("pit", pit_arch, "c100", cfg)
+    assert not list((tmp_path).rglob("*.joblib"))
+
+
+# ---------------------------------------------------------------- runners/extract.py
+
+def _start(args):
+    env = {k: v for k, v in os.environ.items() if k not in ("VIT_BENCH_101", "AUTOPROX_CACHE")}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.Popen([sys.executable, "runners/extract.py", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc, timeout=180):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def runner_runs(tmp_path_factory):
+    """Two extraction runs into one cache, and (concurrently with the first, to save start-up
+    time) one run with a bad --space."""
+    cache_dir = tmp_path_factory.mktemp("runner_cache")
+    bad_dir = tmp_path_factory.mktemp("runner_bad")
+    args = ["--archs", "4", "--img-size", "32", "--batch-size", "2", "--datasets", "c100",
+            "--cache", str(cache_dir), "--quiet"]
+    bad = _start(["--space", "nope", "--archs", "4", "--img-size", "32", "--cache", str(bad_dir), "--quiet"])
+    first = _start(args)
+    bad, first = _finish(bad), _finish(first)
+    after_first = sorted(p.name for p in cache_dir.rglob("*.joblib"))
+    tmp_after_first = list(cache_dir.rglob("*.tmp"))
+    second = _finish(_start(args))
+    return {"cache": cache_dir, "bad_dir": bad_dir, "bad": bad, "first": first, "second": second,
+            "after_first": after_first, "tmp_after_first": tmp_after_first}
+
+
+def test_extract_runner(runner_runs):
+    first, second, cache_dir = runner_runs["first"], runner_runs["second"], runner_runs["cache"]
+    assert first.returncode == 0, first.stderr
+    assert "entries: 4 (4 extracted, 0 from cache)" in first.stdout
+    assert len(runner_runs["after_first"]) == 4
+    assert runner_runs["tmp_after_first"] == []
+    assert second.returncode == 0, second.stderr
+    assert "entries: 4 (0 extracted, 4 from cache)" in second.stdout
+    assert sorted(p.name for p in cache_dir.rglob("*.joblib")) == runner_runs["after_first"]
+    _no_tmp(cache_dir)
+
+
+def test_extract_runner_entries_match_the_library(runner_runs, autoformer_bench):
+    """The runner's entries sit where StatsCache looks for them, under the CLI's config."""
+    cfg = StatsConfig(batch_size=2, img_size=32, seed=0)
+    cache = StatsCache(runner_runs["cache"])
+    for record in autoformer_bench.records[:4]:
+        assert cache.contains("autoformer", record["arch"], "c100", cfg)
+    got = cache.get("autoformer", autoformer_bench.records[0]["arch"], "c100", cfg)
+    assert cache.hits == 1 and cache.misses == 0
+    assert got["meta"]["arch"] == autoformer_bench.records[0]["arch"]
+    assert got["blocks"][0]["msa_a"].shape[0] == 2
+
+
+def test_extract_runner_bad_space(runner_runs):
+    bad = runner_runs["bad"]
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1, bad.stderr
+    assert "--space nope" in lines[0] and lines[0].startswith("error:")
+    assert bad.stdout == ""
+    assert not list(runner_runs["bad_dir"].rglob("*.joblib"))

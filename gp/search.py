@@ -63,6 +63,7 @@ class SearchConfig:
 def make_toolbox(pset, fitness: Callable, config: SearchConfig, rng: random.Random) -> base.Toolbox:
     """A fresh toolbox (no globals), each operator registered under its role's name."""
     tb = base.Toolbox()
+    tb.pset, tb.rng = pset, rng  # for operators registered later (ablations, custom ops)
     tb.register("generate", lambda: as_individual(
         generate_tree(pset, config.init_min_depth, config.init_max_depth, rng)))
     tb.register("evaluate", fitness)

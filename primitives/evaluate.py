@@ -30,21 +30,24 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
     for name, value in constant_values(inputs).items():
         values.setdefault(name, value)
 
+    local: dict = {}  # repeated subtrees within this tree are computed once, whatever their type
+
     def walk(index: int):
         node = tree[index]
         if isinstance(node, gp.Terminal):
             return values[node.value], index + 1
-        key = None
-        if memo is not None:
-            end = tree.searchSubtree(index).stop
-            key = str(gp.PrimitiveTree(tree[index:end]))
-            if key in memo:
-                return memo[key], end
+        end = tree.searchSubtree(index).stop
+        key = str(gp.PrimitiveTree(tree[index:end]))
+        if key in local:
+            return local[key], end
+        if memo is not None and key in memo:
+            return memo[key], end
         args, nxt = [], index + 1
         for _ in range(node.arity):
             value, nxt = walk(nxt)
             args.append(value)
         result = pset.context[node.name](*args)
+        local[key] = result
         if memo is not None:
             memo[key] = result
         return result, nxt

@@ -14,7 +14,7 @@ if str(_ROOT) not in sys.path:  # `python runners/x.py` from a source checkout
 
 from primitives import FormulaError  # noqa: E402
 from vit_space.errors import BadInput  # noqa: E402
-from vit_space.statistics import StatsConfig  # noqa: E402
+from vit_space.setup_run import DATA_DEFAULTS  # noqa: E402
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,28 +26,31 @@ def parser(description: str) -> argparse.ArgumentParser:
     return _Parser(description=description)
 
 
-def add_data_options(p: argparse.ArgumentParser, datasets: str = "c100,flowers,chaoyang") -> None:
-    """Options that choose the bench, the data and the statistics (shared by every runner)."""
-    p.add_argument("--space", default="autoformer", help="autoformer | pit")
-    p.add_argument("--bench", help="bench file or directory (default: $VIT_BENCH_101, "
-                   "data/vit_bench_101/, ../shared/vit_bench_101/)")
-    p.add_argument("--datasets", default=datasets, help="comma-separated: c100,flowers,chaoyang,imagenet")
-    p.add_argument("--acc", default="kd", help="kd | base accuracy columns")
-    p.add_argument("--archs", type=int, help="use the first N bench records (then split)")
-    p.add_argument("--data-root", help="real data: DIR/<dataset> in the authors' layout "
-                   "(default: a seeded synthetic batch)")
-    p.add_argument("--batch-size", type=int, default=StatsConfig.batch_size)
-    p.add_argument("--img-size", type=int, default=StatsConfig.img_size)
-    p.add_argument("--seed", type=int, default=0, help="seed of the batch, the split and the search")
-    p.add_argument("--rows", type=int, default=StatsConfig.rows, help="weight rows kept per module (0 = all)")
-    p.add_argument("--tokens", type=int, default=StatsConfig.tokens, help="tokens kept per sample (0 = all)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--cache", help="statistics cache directory (default: $AUTOPROX_CACHE or "
-                   "~/.cache/autoprox)")
-    p.add_argument("--jobs", type=int, default=1, help="parallel extraction workers")
-    p.add_argument("--backend", default="loky", help="loky | dask | sequential")
-    p.add_argument("--scheduler", help="dask.distributed scheduler address (with --backend dask)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """Options that choose the bench, the data and the statistics (shared by every runner);
+    defaults come from vit_space.setup_run.DATA_DEFAULTS, the library's single source."""
+    d = DATA_DEFAULTS
+    p.add_argument("--space", default=d["space"], help="autoformer | pit")
+    p.add_argument("--bench", default=d["bench"], help="bench file or directory (default: "
+                   "$VIT_BENCH_101, data/vit_bench_101/, ../shared/vit_bench_101/)")
+    p.add_argument("--datasets", default=d["datasets"], help="comma-separated: c100,flowers,chaoyang,imagenet")
+    p.add_argument("--acc", default=d["acc"], help="kd | base accuracy columns")
+    p.add_argument("--archs", type=int, default=d["archs"], help="use the first N bench records (then split)")
+    p.add_argument("--data-root", default=d["data_root"], help="real data: DIR/<dataset> in the "
+                   "authors' layout (default: a seeded synthetic batch)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--img-size", type=int, default=d["img_size"])
+    p.add_argument("--seed", type=int, default=d["seed"], help="seed of the batch, the split and the search")
+    p.add_argument("--rows", type=int, default=d["rows"], help="weight rows kept per module (0 = all)")
+    p.add_argument("--tokens", type=int, default=d["tokens"], help="tokens kept per sample (0 = all)")
+    p.add_argument("--device", default=d["device"], help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--cache", default=d["cache"], help="statistics cache directory (default: "
+                   "$AUTOPROX_CACHE or ~/.cache/autoprox)")
+    p.add_argument("--jobs", type=int, default=d["jobs"], help="parallel extraction workers")
+    p.add_argument("--backend", default=d["backend"], help="loky | dask | sequential")
+    p.add_argument("--scheduler", default=d["scheduler"], help="dask.distributed scheduler address "
+                   "(with --backend dask)")
+    p.add_argument("--quiet", action="store_true", default=d["quiet"], help="no progress bars")
 
 
 def main_guard(fn):

@@ -22,7 +22,7 @@ from vit_space.jcm import WORST, correlations, jcm
 from vit_space.models import build_model, transformer_blocks
 from vit_space.proxies import BASELINE_TREES
 from vit_space.scoring import ScalarMemo, StatsTable
-from vit_space.statistics import SCALAR_FIELDS, TENSOR_FIELDS, StatsConfig, extract_stats
+from vit_space.statistics import TENSOR_FIELDS, StatsConfig, extract_stats
 from vit_space.terminals import vit_primitive_set
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,6 +5,7 @@ after `kill -9` of the runner), resume safety, result files, ablation flags, too
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -18,8 +19,10 @@ import torch
 from gp.checkpoint import load_checkpoint
 from gp.run import evolve
 from gp.search import SearchConfig
+from primitives import parse_formula
 from runners import evolve as evolve_runner
 from vit_space.setup_run import data_setup
+from vit_space.terminals import vit_primitive_set
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = "c100"
@@ -110,24 +113,35 @@ def test_same_seed_same_run_different_seed_different_run(setup, seed0_run, tmp_p
     assert other["config"]["seed"] == 1
 
 
-def test_stop_and_resume_equals_uninterrupted(setup, seed0_run, tmp_path):
-    out0, result0 = seed0_run
-    config = SearchConfig(seed=0, **TINY)
-    partial = evolve(setup, config, tmp_path, stop_after=3)
+@pytest.mark.parametrize("mutate", ["node", "uniform"])  # uniform also draws from `random`
+def test_stop_and_resume_equals_uninterrupted(mutate, setup, seed0_run, tmp_path):
+    config = SearchConfig(seed=0, mutate=mutate, **TINY)
+    if mutate == "node":
+        out0, result0 = seed0_run
+    else:
+        out0 = tmp_path / "uninterrupted"
+        result0 = evolve(setup, config, out0)
+    out = tmp_path / "resumed"
+    partial = evolve(setup, config, out, stop_after=3)
     assert partial == {"finished": False, "iteration": 3}
-    assert not (tmp_path / "best.json").exists()
-    checkpoint = load_checkpoint(tmp_path / "checkpoint.json")
+    assert not (out / "best.json").exists()
+    checkpoint = load_checkpoint(out / "checkpoint.json")
     assert checkpoint["iteration"] == 3 and len(checkpoint["history"]) == 4
+    evaluated_before = len(checkpoint["memo"])
     # the partial history is the uninterrupted run's prefix
-    assert read(tmp_path / "history.json") == read(out0 / "history.json")[:4]
-    resumed = evolve(setup, config, tmp_path, resume=True)
+    assert read(out / "history.json") == read(out0 / "history.json")[:4]
+    random.seed(12345)  # as in a new process: only the checkpoint may carry the RNG states
+    resumed = evolve(setup, config, out, resume=True)
     assert resumed["finished"] and resumed["formula"] == result0["formula"]
-    assert (tmp_path / "history.json").read_text() == (out0 / "history.json").read_text()
-    a, b = read(tmp_path / "best.json"), read(out0 / "best.json")
+    assert (out / "history.json").read_text() == (out0 / "history.json").read_text()
+    a, b = read(out / "best.json"), read(out0 / "best.json")
     for key in ("formula", "config", "search", "test", "rejects"):
         assert a[key] == b[key], key
-    # the memo came back with the checkpoint: the resumed process re-evaluated little
-    assert resumed["evaluations"] < result0["evaluations"]
+    # the final checkpoints are identical (population, RNG states, memo...)
+    assert load_checkpoint(out / "checkpoint.json") == load_checkpoint(out0 / "checkpoint.json")
+    # the memo came back with the checkpoint: nothing was evaluated twice
+    assert result0["evaluations"] == len(load_checkpoint(out0 / "checkpoint.json")["memo"])
+    assert resumed["evaluations"] == result0["evaluations"] - evaluated_before
 
 
 def test_toolbox_hook_operator_is_used(setup, tmp_path):
@@ -178,6 +192,11 @@ def test_outputs(reference, cli_common, tmp_path):
     bests = [h["best"] for h in history]
     assert all(b2 >= b1 for b1, b2 in zip(bests, bests[1:]))
     assert best["search"]["jcm"] == pytest.approx(bests[-1], abs=1e-12)
+    # the reported proxy is the final population's best (ties: fewest nodes, then by name)
+    population = load_checkpoint(reference / "checkpoint.json")["population"]
+    pset = vit_primitive_set()
+    formula, value = max(population, key=lambda fv: (fv[1], -len(parse_formula(fv[0], pset)), fv[0]))
+    assert best["formula"] == formula and best["search"]["jcm"] == pytest.approx(value, abs=1e-12)
     png = reference / "jcm.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the test entry is what rank.py reports for the formula on the test split
@@ -244,6 +263,7 @@ def test_kill_9_and_resume_equals_uninterrupted(reference, cli_common, tmp_path,
             p.stderr.close()
     ref_best = read(reference / "best.json")
     ref_history = (reference / "history.json").read_text()
+    ref_checkpoint = load_checkpoint(reference / "checkpoint.json")
     for name in moments:
         it = checkpoint_iteration(outs[name] / "checkpoint.json")
         assert moments[name] <= it < 40, (name, it)  # killed mid-search
@@ -255,6 +275,7 @@ def test_kill_9_and_resume_equals_uninterrupted(reference, cli_common, tmp_path,
         assert best["formula"] == ref_best["formula"], name
         assert best["search"] == ref_best["search"] and best["test"] == ref_best["test"], name
         assert (outs[name] / "history.json").read_text() == ref_history, name
+        assert load_checkpoint(outs[name] / "checkpoint.json") == ref_checkpoint, name
     # the runs only read the pre-filled statistics cache
     assert cache_files(cache_root) == before
 

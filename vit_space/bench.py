@@ -64,7 +64,13 @@ class Bench:
         return [self.records[i]["arch"] for i in indices]
 
     def accuracies(self, indices, column: str) -> list:
-        return [self.records[i].get(column) for i in indices]
+        """Accuracies of `column` (None where unknown); fewer than 3 known ones can't be ranked,
+        which is a bad choice of data set or split, not a proxy's failure."""
+        values = [self.records[i].get(column) for i in indices]
+        if sum(v is not None for v in values) < 3:
+            raise BadInput(f"{self.path}: column {column} has fewer than 3 known accuracies among "
+                           f"the {len(values)} archs of this split (expected a column with values)")
+        return values
 
     def head(self, n: Optional[int]) -> "Bench":
         """The first n records (for quick runs); splits are then made of those."""

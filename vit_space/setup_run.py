@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 import torch
@@ -34,6 +35,24 @@ class DataSetup:
     backend: str
     scheduler: Optional[str]
     progress: bool
+
+
+_STATS = StatsConfig()
+DATA_DEFAULTS = {
+    "space": "autoformer", "bench": None, "datasets": "c100,flowers,chaoyang", "acc": "kd",
+    "archs": None, "data_root": None, "batch_size": _STATS.batch_size, "img_size": _STATS.img_size,
+    "seed": 0, "rows": _STATS.rows, "tokens": _STATS.tokens, "device": "auto", "cache": None,
+    "jobs": 1, "backend": "loky", "scheduler": None, "quiet": False,
+}
+
+
+def make_setup(**options) -> DataSetup:
+    """data_setup() from keyword options (the runners' data flags, with _ for -): for notebooks
+    and scripts, e.g. make_setup(space="pit", archs=20, img_size=32)."""
+    unknown = set(options) - set(DATA_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    return data_setup(SimpleNamespace(**{**DATA_DEFAULTS, **options}))
 
 
 def data_setup(args) -> DataSetup:

@@ -13,6 +13,7 @@ from gp.checkpoint import write_json_atomic
 from gp.fitness import MemoFitness
 from gp.plots import plot_history
 from gp.search import Search, SearchConfig, best_individual, make_toolbox
+from vit_space.bench import column_for
 from vit_space.evaluator import JCMSettings, ProxyEvaluator
 from vit_space.setup_run import DataSetup
 from vit_space.terminals import vit_primitive_set
@@ -36,6 +37,9 @@ def evolve(s: DataSetup, config: SearchConfig, out: Path, resume: bool = False,
     """Run (or resume) a search; write best.json, history.json, jcm.png and the checkpoint.
     `toolbox_hook(toolbox)` may re-register operators (ablations) before the run."""
     pset = vit_primitive_set()
+    test_indices = s.bench.split("test", s.cfg.seed)  # scored only at the end: validate it now
+    for dataset in s.datasets:
+        s.bench.accuracies(test_indices, column_for(dataset, s.acc, s.bench.space))
     search_eval = split_evaluator(s, "search", aggregate)
     fitness = MemoFitness(search_eval, config.max_nodes)
     rng = random.Random(config.seed)

@@ -7,6 +7,8 @@ Reductions map (units, ...) to (units,); `gram` maps (units, ..., d) to (units, 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 EPS = 1e-8
@@ -125,7 +127,7 @@ def logdet_gram(x):
         eye = torch.eye(k, dtype=small.dtype, device=small.device)
         chol, info = torch.linalg.cholesky_ex(small + eps * eye)
         value = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(dim=-1)
-        value = value + (feats - k) * torch.log(torch.tensor(eps, dtype=value.dtype))
+        value = value + (feats - k) * math.log(eps)
         return torch.where(info == 0, value, torch.full_like(value, float("nan"))).to(m.dtype)
     return _finite_or_nan(_rows(x), fn)
 

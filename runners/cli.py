@@ -81,5 +81,7 @@ def check_writable_dir(path: str, flag: str) -> Path:
 
 def check_writable_file(path: str, flag: str) -> Path:
     out = Path(path)
+    if out.is_dir():  # else the work is done first and the final rename fails with a traceback
+        raise BadInput(f"{flag} {path}: is a directory (expected a file path)")
     check_writable_dir(str(out.parent) if str(out.parent) else ".", flag)
     return out

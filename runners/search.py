@@ -5,6 +5,7 @@ from runners.cli import add_data_options, check_writable_file, main_guard, parse
 from gp.checkpoint import write_json_atomic
 from vit_space.arch_search import (ArchScorer, ArchSearchConfig, Constraints, format_search_table,
                                    format_within_table, search_archs, within_bench)
+from vit_space.bench import column_for
 from vit_space.datasets import NUM_CLASSES
 from vit_space.proxies import resolve_proxy
 from vit_space.setup_run import data_setup
@@ -36,8 +37,10 @@ def main(argv=None):
                               gens=args.gens, top=args.top, seed=args.seed).validate()
     json_path = check_writable_file(args.json, "--json") if args.json else None
     setup = data_setup(args)
-    if args.within_bench:
-        setup.bench.split(args.split)  # validate before any work
+    if args.within_bench:  # validate before any work: the split and its accuracies
+        indices = setup.bench.split(args.split, setup.cfg.seed)
+        for dataset in setup.datasets:
+            setup.bench.accuracies(indices, column_for(dataset, setup.acc, setup.bench.space))
     constraints = Constraints(args.max_params, args.max_flops, num_classes=NUM_CLASSES[setup.datasets[0]])
     result = search_archs(ArchScorer.from_setup(proxy, setup, args.aggregate), constraints, config)
     print(format_search_table(result))

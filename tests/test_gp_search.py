@@ -227,55 +227,64 @@ def checkpoint_iteration(path):
         return None
 
 
+def start_and_kill(argv, out, moment, log):
+    """Start runners/evolve.py; SIGKILL it once its checkpoint reaches iteration `moment`.
+    Returns the iterations the checkpoint went through while it ran."""
+    seen = []
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "runners/evolve.py", *argv], cwd=ROOT,
+                                env=child_env(), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            it = checkpoint_iteration(out / "checkpoint.json")
+            if it is not None and (not seen or seen[-1] != it):
+                seen.append(it)
+            if it is not None and it >= moment:
+                proc.send_signal(signal.SIGKILL)
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before it could be killed: {log.read_text()[-500:]}")
+            time.sleep(0.01)
+        else:
+            pytest.fail(f"the checkpoint never reached iteration {moment}")
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return seen
+
+
 def test_kill_9_and_resume_equals_uninterrupted(reference, cli_common, tmp_path, capsys):
-    """SIGKILL the runner at two moments (iteration >= 2 and >= 14 of 40); a run with --resume
+    """SIGKILL the runner at two moments of one search of 40 iterations: once it has checkpointed
+    iteration 2, and, after a --resume, once it has checkpointed iteration 14. A last --resume
     then ends exactly where the uninterrupted run did."""
     cache_root = cli_common[cli_common.index("--cache") + 1]
     before = cache_files(cache_root)
-    options = [*cli_common, "--pop", "6", "--iters", "40", "--checkpoint-every", "1"]
-    moments = {"early": 2, "late": 14}
-    outs = {name: tmp_path / name for name in moments}
-    procs = {}
-    try:
-        for name in moments:  # both runs side by side, each killed at its moment
-            procs[name] = subprocess.Popen(
-                [sys.executable, "runners/evolve.py", *options, "--out", str(outs[name])],
-                cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        pending, deadline = set(moments), time.monotonic() + 300
-        while pending and time.monotonic() < deadline:
-            for name in sorted(pending):
-                it = checkpoint_iteration(outs[name] / "checkpoint.json")
-                if it is not None and it >= moments[name]:
-                    procs[name].send_signal(signal.SIGKILL)
-                    pending.discard(name)
-                elif procs[name].poll() is not None:
-                    pytest.fail(f"the {name} run ended before it could be killed: "
-                                f"{procs[name].stderr.read().decode()[-500:]}")
-            time.sleep(0.01)
-        assert not pending, "no checkpoint reached the kill moment in time"
-        for name in moments:
-            assert procs[name].wait(timeout=60) == -signal.SIGKILL
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            p.stderr.close()
-    ref_best = read(reference / "best.json")
-    ref_history = (reference / "history.json").read_text()
-    ref_checkpoint = load_checkpoint(reference / "checkpoint.json")
-    for name in moments:
-        it = checkpoint_iteration(outs[name] / "checkpoint.json")
-        assert moments[name] <= it < 40, (name, it)  # killed mid-search
-        assert not (outs[name] / "best.json").exists()
-        # run again with --resume, to completion (in process: the same main and argv)
-        code, err = run_main(options + ["--out", str(outs[name]), "--resume"], capsys)
-        assert code == 0, err
-        best = read(outs[name] / "best.json")
-        assert best["formula"] == ref_best["formula"], name
-        assert best["search"] == ref_best["search"] and best["test"] == ref_best["test"], name
-        assert (outs[name] / "history.json").read_text() == ref_history, name
-        assert load_checkpoint(outs[name] / "checkpoint.json") == ref_checkpoint, name
+    out = tmp_path / "run"
+    argv = [*cli_common, "--pop", "6", "--iters", "40", "--checkpoint-every", "1", "--out", str(out)]
+    ref_history = read(reference / "history.json")
+
+    start_and_kill(argv, out, 2, tmp_path / "first.log")
+    first = checkpoint_iteration(out / "checkpoint.json")
+    assert 2 <= first < 40 and not (out / "best.json").exists()
+    assert load_checkpoint(out / "checkpoint.json")["history"] == ref_history[:first + 1]
+
+    seen = start_and_kill(argv + ["--resume"], out, 14, tmp_path / "second.log")
+    assert min(seen) >= first  # it went on from the checkpoint, not from scratch
+    second = checkpoint_iteration(out / "checkpoint.json")
+    assert 14 <= second < 40 and not (out / "best.json").exists()
+    assert load_checkpoint(out / "checkpoint.json")["history"] == ref_history[:second + 1]
+
+    # run again with --resume, to completion (in process: the same main, the same argv)
+    code, err = run_main(argv + ["--resume"], capsys)
+    assert code == 0, err
+    best, ref_best = read(out / "best.json"), read(reference / "best.json")
+    assert best["formula"] == ref_best["formula"]
+    assert best["search"] == ref_best["search"] and best["test"] == ref_best["test"]
+    assert (out / "history.json").read_text() == (reference / "history.json").read_text()
+    assert load_checkpoint(out / "checkpoint.json") == load_checkpoint(reference / "checkpoint.json")
     # the runs only read the pre-filled statistics cache
     assert cache_files(cache_root) == before
 
@@ -342,14 +351,24 @@ def test_resume_with_damaged_or_missing_checkpoint(reference, cli_common, tmp_pa
     (["--mutate", "insert"], "mutate", "insert"),
     (["--no-elitism"], "elitism", False),
 ])
-def test_ablation_flags_run_to_completion(flags, key, expected, cli_common, tmp_path, capsys):
+def test_ablation_flags_run_to_completion(flags, key, expected, reference, cli_common, tmp_path,
+                                         capsys):
     code, err = run_main(cli_common + ["--pop", "6", "--iters", "4", "--out", str(tmp_path), *flags],
                          capsys)
     assert code == 0, err
     best = read(tmp_path / "best.json")
     assert best["config"][key] == expected
-    assert len(read(tmp_path / "history.json")) == 5
+    history = read(tmp_path / "history.json")
+    assert [h["iter"] for h in history] == list(range(5))
     assert best["formula"] and -1 <= best["test"]["jcm"] <= 1
+    # same seed and data as the reference run: the same start, then the flag changes the search
+    ref_history = read(reference / "history.json")[:5]
+    assert history[0] == ref_history[0]
+    assert history[1:] != ref_history[1:]
+    if "--no-elitism" in flags:  # the first valid child is taken: no retry after a valid one
+        for h in history[1:]:
+            assert h["tries"] == h["rejects"] + 1 or h["tries"] == h["rejects"] == 10, h
+            assert h["met_margin"] is (h["tries"] == h["rejects"] + 1)
 
 
 @pytest.mark.parametrize("flags,flag", [

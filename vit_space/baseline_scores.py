@@ -13,7 +13,7 @@ from typing import Sequence
 import joblib
 import numpy as np
 
-from vit_space.baselines import BASELINES
+from vit_space.baselines import BASELINES, shared_passes
 from vit_space.batches import make_batch
 from vit_space.cache import atomic_dump
 from vit_space.datasets import NUM_CLASSES
@@ -39,10 +39,11 @@ def _score_item(root, names, space, arch, dataset, cfg, scope, device, threads) 
     images, labels = make_batch(dataset, cfg.batch_size, cfg.img_size, cfg.seed, cfg.data_root)
     images, labels = images.to(device), labels.to(device)
     out = {}
-    for name in names:
-        value = float(BASELINES[name].fn(model, images, labels, scope=scope))
-        atomic_dump(value, _score_path(root, name, space, arch, dataset, cfg, scope))
-        out[name] = value
+    with shared_passes():
+        for name in names:
+            value = float(BASELINES[name].fn(model, images, labels, scope=scope))
+            atomic_dump(value, _score_path(root, name, space, arch, dataset, cfg, scope))
+            out[name] = value
     return out
 
 

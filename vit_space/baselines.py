@@ -22,6 +22,7 @@ unfused kernels).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -121,8 +122,34 @@ def _grads(model, images, labels, params, create_graph=False):
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
+_SHARED: Optional[dict] = None  # gradient passes shared inside `shared_passes()`
+
+
+@contextlib.contextmanager
+def shared_passes():
+    """Within this block, proxies that need the same cross-entropy gradients of the same model and
+    batch (grad_norm, snip, dss) share one backward pass. Only for a model that is not modified
+    inside the block (as when scoring one arch with several proxies)."""
+    global _SHARED
+    outer, _SHARED = _SHARED, {}
+    try:
+        yield
+    finally:
+        _SHARED = outer
+
+
 def _group_grads(model, images, labels, scope):
     """(kind, weights, grads) per group from one backward pass of the cross-entropy."""
+    key = (id(model), id(images), id(labels), scope)
+    if _SHARED is not None and key in _SHARED:
+        return _SHARED[key]
+    result = _compute_group_grads(model, images, labels, scope)
+    if _SHARED is not None:
+        _SHARED[key] = result
+    return result
+
+
+def _compute_group_grads(model, images, labels, scope):
     groups = _labelled_groups(model, scope)
     params = [p for _, ps in groups for p in ps]
     grads = iter(_grads(model, images, labels, params))

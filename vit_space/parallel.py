@@ -38,7 +38,7 @@ def backend_context(backend: str, scheduler: Optional[str]):
     from dask.distributed import Client
     try:
         client = Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a malformed address
         raise BadInput(f"--scheduler {scheduler}: cannot connect ({str(exc)[:80]})") from None
     try:
         with joblib.parallel_config(backend="dask"):

@@ -35,9 +35,9 @@ def proxy_scores(s: DataSetup, proxies: list, indices: list, aggregate: str = "s
 def rank(s: DataSetup, proxies: list, split: str, aggregate: str = "sum",
          settings: JCMSettings = JCMSettings(), plot_dir: Optional[Path] = None) -> dict:
     indices = s.bench.split(split, s.cfg.seed)
-    scores = proxy_scores(s, proxies, indices, aggregate)
     columns = [column_for(d, s.acc, s.bench.space) for d in s.datasets]
-    accuracies = {c: s.bench.accuracies(indices, c) for c in columns}
+    accuracies = {c: s.bench.accuracies(indices, c) for c in columns}  # validate before any work
+    scores = proxy_scores(s, proxies, indices, aggregate)
     report = {"space": s.bench.space, "split": split, "n": len(indices), "proxies": {}}
     for name, per_column in scores.items():
         result = result_from_scores(per_column, accuracies, settings)

@@ -182,13 +182,18 @@ def train(space, arch, dataset, data_root, out_dir, epochs, batch_size, lr, weig
                    distill_tau=(distill_tau, 0, False))
     if label_smoothing >= 1 or distill_alpha > 1 or distill_tau == 0:
         raise BadInput("expected label_smoothing < 1, distill_alpha <= 1 and distill_tau > 0")
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 16 or img_size % 16:
+        raise BadInput(f"--img-size {img_size!r}: expected a multiple of 16 (the patch size)")
     device = resolve_device(device)
     get_space(space).validate(arch)
     train_set = open_dataset(dataset, data_root, "train", img_size, train_augment=True)
     test_set = open_dataset(dataset, data_root, "test", img_size, train_augment=False)
     num_classes = NUM_CLASSES[dataset]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a regular file in the way
+        raise BadInput(f"--out {out}: cannot create directory ({exc.strerror})") from None
     ckpt_path, log_path = out / CHECKPOINT, out / LOG
 
     config = {"space": space, "arch": arch, "dataset": dataset, "epochs": epochs,

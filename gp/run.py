@@ -37,6 +37,9 @@ def evolve(s: DataSetup, config: SearchConfig, out: Path, resume: bool = False,
     """Run (or resume) a search; write best.json, history.json, jcm.png and the checkpoint.
     `toolbox_hook(toolbox)` may re-register operators (ablations) before the run."""
     pset = vit_primitive_set()
+    identity = {"search": asdict(config), "data": data_identity(s, aggregate)}
+    if resume:  # a missing, damaged or foreign checkpoint fails before any extraction
+        Search.load_resumable(out / "checkpoint.json", identity)
     test_indices = s.bench.split("test", s.cfg.seed)  # scored only at the end: validate it now
     for dataset in s.datasets:
         s.bench.accuracies(test_indices, column_for(dataset, s.acc, s.bench.space))
@@ -46,7 +49,6 @@ def evolve(s: DataSetup, config: SearchConfig, out: Path, resume: bool = False,
     toolbox = make_toolbox(pset, fitness, config, rng)
     if toolbox_hook:
         toolbox_hook(toolbox)
-    identity = {"search": asdict(config), "data": data_identity(s, aggregate)}
     search = Search(toolbox, pset, config, rng, fitness.memo, out / "checkpoint.json", identity)
     state = search.run(resume=resume, progress=s.progress, stop_after=stop_after)
     write_json_atomic(out / "history.json", state.history)

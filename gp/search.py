@@ -52,6 +52,8 @@ class SearchConfig:
                   ("--ratio", 0 < self.ratio <= 1, "in (0, 1]"), ("--topk", self.topk >= 1, ">= 1"),
                   ("--p-node", 0 <= self.p_node <= 1, "in [0, 1]"), ("--margin", self.margin >= 0, ">= 0"),
                   ("--max-tries", self.max_tries >= 1, ">= 1"),
+                  ("--tournsize", self.tournsize >= 1, ">= 1"),
+                  ("--max-nodes", self.max_nodes >= 2, ">= 2 (a bare terminal is never a proxy)"),
                   ("--select", self.select in SELECTIONS, f"one of {', '.join(SELECTIONS)}"),
                   ("--mutate", self.mutate in MUTATIONS, f"one of {', '.join(MUTATIONS)}")]
         for flag, ok, expected in checks:
@@ -162,12 +164,18 @@ class Search:
             "memo": [[k, v[0], v[1]] for k, v in self.memo.items()],
         })
 
-    def restore(self):
-        data = load_checkpoint(self.checkpoint_path)
-        if data["identity"] != self.identity:
-            diff = _differing(data["identity"], self.identity)
-            raise BadInput(f"--resume: {self.checkpoint_path} was made with a different "
+    @staticmethod
+    def load_resumable(checkpoint_path: Path, identity: dict) -> dict:
+        """The checkpoint's payload; BadInput when it is missing, damaged or of another run."""
+        data = load_checkpoint(checkpoint_path)
+        if data["identity"] != identity:
+            diff = _differing(data["identity"], identity)
+            raise BadInput(f"--resume: {checkpoint_path} was made with a different "
                            f"configuration ({', '.join(diff)} differ); use a new --out")
+        return data
+
+    def restore(self):
+        data = self.load_resumable(self.checkpoint_path, self.identity)
         population = []
         for formula, value in data["population"]:
             ind = as_individual(parse_formula(formula, self.pset))

@@ -5,6 +5,7 @@ the subtree's printed formula, which determines its value given the inputs.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Mapping, MutableMapping, Optional
 
 import torch
@@ -13,13 +14,19 @@ from deap import gp
 from primitives.types import Scalar
 
 
-def constant_values(inputs: Mapping[str, torch.Tensor]) -> dict:
-    """Values of the constant terminals `one` and `eye`, shaped after the given inputs."""
+def constant_values(pset: gp.PrimitiveSetTyped, inputs: Mapping[str, torch.Tensor]) -> dict:
+    """Values of the constant terminals: `one`, and each `eye_<name>` sized by the rows of the
+    terminal it is named after."""
     ref = next(iter(inputs.values()))
     units = ref.shape[0]
-    features = next((v.shape[-1] for v in inputs.values() if v.dim() > 1), 1)
-    eye = torch.eye(features, dtype=ref.dtype, device=ref.device).expand(units, features, features)
-    return {"one": torch.ones(units, dtype=ref.dtype, device=ref.device), "eye": eye}
+    out = {"one": torch.ones(units, dtype=ref.dtype, device=ref.device)}
+    for eye, source in getattr(pset, "eye_sources", {}).items():
+        value = inputs[source]
+        rows = 1
+        for size in value.shape[1:-1]:
+            rows *= size
+        out[eye] = torch.eye(rows, dtype=value.dtype, device=value.device).expand(units, rows, rows)
+    return out
 
 
 def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
@@ -27,17 +34,22 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
                   memo: Optional[MutableMapping[str, torch.Tensor]] = None) -> torch.Tensor:
     """Value of `tree` for every unit; NaN/inf in the result marks a unit invalid."""
     values = dict(inputs)
-    for name, value in constant_values(inputs).items():
+    for name, value in constant_values(pset, inputs).items():
         values.setdefault(name, value)
 
-    local: dict = {}  # repeated subtrees within this tree are computed once, whatever their type
+    keys = {}
+    for index, node in enumerate(tree):
+        if not isinstance(node, gp.Terminal):
+            keys[index] = str(gp.PrimitiveTree(tree[index:tree.searchSubtree(index).stop]))
+    counts = Counter(keys.values())
+    local: dict = {}  # subtrees that occur twice or more in this tree are computed once
 
     def walk(index: int):
         node = tree[index]
         if isinstance(node, gp.Terminal):
             return values[node.value], index + 1
         end = tree.searchSubtree(index).stop
-        key = str(gp.PrimitiveTree(tree[index:end]))
+        key = keys[index]
         if key in local:
             return local[key], end
         if memo is not None and key in memo:
@@ -47,7 +59,8 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
             value, nxt = walk(nxt)
             args.append(value)
         result = pset.context[node.name](*args)
-        local[key] = result
+        if counts[key] > 1:
+            local[key] = result
         if memo is not None:
             memo[key] = result
         return result, nxt

@@ -3,11 +3,9 @@
 Each op is total: it never raises on finite or non-finite input. A result that is NaN or inf is
 simply returned, and the evaluator marks the unit (and so the architecture) invalid. Protected
 forms (log|x|, sqrt|x|, division by x+eps) keep ordinary inputs such as exact zeros valid.
-Reductions map (units, ...) to (units,); `gram` maps (units, ..., d) to (units, d, d).
+Reductions map (units, ...) to (units,); `gram` maps (units, rows..., d) to (units, rows, rows).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -85,9 +83,10 @@ ELEMENTWISE_UNARY = {
 
 # --- tensor -> Gram ----------------------------------------------------------------------------
 def gram(x):
-    """Mean second moment over rows, XᵀX / rows: independent of how many rows a sketch keeps."""
+    """Row similarity X Xᵀ / features: (units, rows, rows), mean over the feature axis so that
+    units of different widths are comparable."""
     rows = _rows(x)
-    return rows.transpose(1, 2) @ rows / rows.shape[1]
+    return rows @ rows.transpose(1, 2) / rows.shape[-1]
 
 
 # --- reductions: tensor -> Scalar -----------------------------------------------------------------
@@ -110,24 +109,21 @@ def nuclear(x):
     """Sum of singular values, as the square roots of the eigenvalues of the smaller Gram
     matrix: a symmetric eigenproblem of size min(rows, features), far cheaper than an SVD."""
     def fn(m):
-        eig = torch.linalg.eigvalsh(_small_gram(m.to(torch.float64)))
+        eig = torch.linalg.eigvalsh(_small_gram(m).to(torch.float64))
         return eig.clamp(min=0).sqrt().sum(dim=-1).to(m.dtype)
     return _finite_or_nan(_rows(x), fn)
 
 
 def logdet_gram(x):
-    """log det(XᵀX/rows + eps·I): a volume of the feature spread, always defined. Computed on
-    the smaller side by Sylvester's identity, det(εI_n + AᵀA) = ε^(n-m) det(εI_m + AAᵀ)."""
+    """log det(X Xᵀ / features + eps·I) over the rows: the volume the rows span, always defined
+    (a Cholesky that fails marks the unit invalid)."""
     eps = 1e-6
 
     def fn(m):
-        rows, feats = m.shape[1], m.shape[2]
-        small = _small_gram(m.to(torch.float64)) / rows
-        k = small.shape[-1]
-        eye = torch.eye(k, dtype=small.dtype, device=small.device)
-        chol, info = torch.linalg.cholesky_ex(small + eps * eye)
+        g = (m @ m.transpose(1, 2) / m.shape[-1]).to(torch.float64)
+        eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+        chol, info = torch.linalg.cholesky_ex(g + eps * eye)
         value = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(dim=-1)
-        value = value + (feats - k) * math.log(eps)
         return torch.where(info == 0, value, torch.full_like(value, float("nan"))).to(m.dtype)
     return _finite_or_nan(_rows(x), fn)
 
@@ -148,10 +144,10 @@ def div(a, b): return a / _safe_denominator(b)
 ELEMENTWISE_BINARY = {"add": add, "sub": sub, "mul": mul, "div": div}
 
 
-def matmul(a, b):
-    """(units, ..., d) @ (units, d, d): a tensor times a Gram keeps the tensor's type."""
-    rows = _rows(a)
-    return (rows @ b).reshape(a.shape)
+def matmul(g, a):
+    """(units, rows, rows) @ (units, rows..., d): a Gram mixing the rows of a tensor of its type
+    (or of another Gram) keeps that operand's type."""
+    return (g @ _rows(a)).reshape(a.shape)
 
 
 SCALAR_UNARY = {

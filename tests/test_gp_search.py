@@ -1,6 +1,7 @@
-"""The search loop end to end on tiny real statistics: 12 AutoFormer archs, tiny_cfg (32 px), the
-c100 accuracies (tiny_cfg statistics in the session cache, extracted once). Determinism, exact resume (in process and
-after `kill -9` of the runner), resume safety, result files, ablation flags, toolbox hooks."""
+"""The search loop end to end on tiny real statistics: the first 12 AutoFormer archs, tiny_cfg
+(32 px), the c100 accuracies, read from the session cache (extracted once). Determinism, exact
+resume (in process and after `kill -9` of the runner), resume safety, result files, ablation
+flags and toolbox hooks."""
 
 import argparse
 import json
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from gp.checkpoint import load_checkpoint
-from gp.run import evolve
+from gp.run import evolve, split_evaluator
 from gp.search import SearchConfig
 from primitives import parse_formula
 from runners import evolve as evolve_runner
@@ -63,7 +64,6 @@ def cache_files(root):
 @pytest.fixture(scope="module")
 def cli_common(setup):
     """Runner options giving the same data as `setup` (so the subprocesses only read the cache)."""
-    from gp.run import split_evaluator
     split_evaluator(setup, "all")  # fill the cache: 12 archs x 1 data set
     assert len(cache_files(setup.cache.root)) >= 12
     a = data_args(setup.cache.root, setup.cfg)
@@ -378,6 +378,8 @@ def test_ablation_flags_run_to_completion(flags, key, expected, reference, cli_c
     (["--pop", "1"], "--pop"),
     (["--ratio", "0"], "--ratio"),
     (["--max-tries", "0"], "--max-tries"),
+    (["--tournsize", "0", "--select", "tournament"], "--tournsize"),
+    (["--max-nodes", "1"], "--max-nodes"),
 ])
 def test_bad_search_values_exit_2(flags, flag, cli_common, tmp_path, capsys):
     code, err = run_main(cli_common + ["--out", str(tmp_path / "o"), *flags], capsys)

@@ -9,7 +9,7 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-from gp.checkpoint import write_json_atomic
+from vit_space.atomic import write_json_atomic
 from gp.fitness import MemoFitness
 from gp.plots import plot_history
 from gp.search import Search, SearchConfig, best_individual, make_toolbox

@@ -25,7 +25,7 @@ from gp.elitism import elitism_preserve
 from gp.mutation import MUTATIONS, make_mutation
 from gp.selection import SELECTIONS
 from primitives import generate_tree, parse_formula
-from vit_space.errors import BadInput
+from vit_space.errors import BadInput, check_flags
 
 
 @dataclass
@@ -56,9 +56,7 @@ class SearchConfig:
                   ("--max-nodes", self.max_nodes >= 2, ">= 2 (a bare terminal is never a proxy)"),
                   ("--select", self.select in SELECTIONS, f"one of {', '.join(SELECTIONS)}"),
                   ("--mutate", self.mutate in MUTATIONS, f"one of {', '.join(MUTATIONS)}")]
-        for flag, ok, expected in checks:
-            if not ok:
-                raise BadInput(f"{flag} {getattr(self, flag[2:].replace('-', '_'))}: expected {expected}")
+        check_flags(self, checks)
         return self
 
 

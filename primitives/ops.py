@@ -109,7 +109,7 @@ def nuclear(x):
     """Sum of singular values, as the square roots of the eigenvalues of the smaller Gram
     matrix: a symmetric eigenproblem of size min(rows, features), far cheaper than an SVD."""
     def fn(m):
-        eig = torch.linalg.eigvalsh(_small_gram(m).to(torch.float64))
+        eig = torch.linalg.eigvalsh(_small_gram(m.to(torch.float64)))
         return eig.clamp(min=0).sqrt().sum(dim=-1).to(m.dtype)
     return _finite_or_nan(_rows(x), fn)
 
@@ -120,7 +120,8 @@ def logdet_gram(x):
     eps = 1e-6
 
     def fn(m):
-        g = (m @ m.transpose(1, 2) / m.shape[-1]).to(torch.float64)
+        m64 = m.to(torch.float64)  # float32 rounding would swamp eps on a singular Gram
+        g = m64 @ m64.transpose(1, 2) / m.shape[-1]
         eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
         chol, info = torch.linalg.cholesky_ex(g + eps * eye)
         value = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(dim=-1)

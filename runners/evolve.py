@@ -12,6 +12,8 @@ def main(argv=None):
     p = parser(__doc__)
     add_data_options(p)
     d = SearchConfig()
+    p.add_argument("--search-seed", type=int, help="seed of the search alone (default: --seed); "
+                   "varies the search while the batch, split and statistics cache stay the same")
     p.add_argument("--pop", type=int, default=d.pop)
     p.add_argument("--iters", type=int, default=d.iters)
     p.add_argument("--ratio", type=float, default=d.ratio, help="sample pool ratio r")
@@ -33,7 +35,8 @@ def main(argv=None):
         pop=args.pop, iters=args.iters, ratio=args.ratio, topk=args.topk, select=args.select,
         tournsize=args.tournsize, mutate=args.mutate, p_node=args.p_node,
         elitism=not args.no_elitism, margin=args.margin, max_tries=args.max_tries,
-        max_nodes=args.max_nodes, seed=args.seed, checkpoint_every=max(1, args.checkpoint_every)).validate()
+        max_nodes=args.max_nodes, seed=args.seed if args.search_seed is None else args.search_seed,
+        checkpoint_every=max(1, args.checkpoint_every)).validate()
     if args.aggregate not in ("sum", "mean"):
         p.error(f"--aggregate {args.aggregate}: expected sum or mean")
     out = check_writable_dir(args.out, "--out")

@@ -2,7 +2,7 @@
 parameter (and optionally FLOP) budget of the full-size model. Scores on the first --datasets entry."""
 from runners.cli import add_data_options, check_writable_file, main_guard, parser
 
-from gp.checkpoint import write_json_atomic
+from vit_space.atomic import write_json_atomic
 from vit_space.arch_search import (ArchScorer, ArchSearchConfig, Constraints, format_search_table,
                                    format_within_table, search_archs, within_bench)
 from vit_space.bench import column_for
@@ -23,6 +23,8 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=d.samples, help="archs scored by --strategy random")
     p.add_argument("--pop", type=int, default=d.pop, help="population of --strategy evolve")
     p.add_argument("--gens", type=int, default=d.gens, help="generations of --strategy evolve")
+    p.add_argument("--search-seed", type=int, help="seed of the search alone (default: --seed); "
+                   "varies the search while the batch, split and statistics cache stay the same")
     p.add_argument("--top", type=int, default=d.top, help="archs reported")
     p.add_argument("--aggregate", default="sum", help="sum | mean of per-block values (trees)")
     p.add_argument("--json", help="write the result here")
@@ -34,7 +36,8 @@ def main(argv=None):
         p.error(f"--aggregate {args.aggregate}: expected sum or mean")
     proxy = resolve_proxy(args.proxy)
     config = ArchSearchConfig(strategy=args.strategy, samples=args.samples, pop=args.pop,
-                              gens=args.gens, top=args.top, seed=args.seed).validate()
+                              gens=args.gens, top=args.top,
+                              seed=args.seed if args.search_seed is None else args.search_seed).validate()
     json_path = check_writable_file(args.json, "--json") if args.json else None
     setup = data_setup(args)
     if args.within_bench:  # validate before any work: the split and its accuracies

@@ -71,6 +71,9 @@ def hostile(marker):
         "type_mismatch_nested": "frobenius(add(msa_w, msa_a))",
         "wrong_root": "abs(msa_w)",
         "wrong_root_gram": "gram(msa_w)",
+        "gram_of_other_type": "frobenius(matmul(gram(msa_w), msa_a))",
+        "tensor_before_gram": "frobenius(matmul(msa_a, gram(msa_ga)))",
+        "old_eye": "div(one, sum(eye))",
         "wrong_arity_few": "add(msa_numel)",
         "wrong_arity_many": "abs(msa_numel, mlp_numel)",
         "no_args": "frobenius()",
@@ -143,8 +146,9 @@ def test_valid_formulas_still_parse(no_python_eval):
     pset = vit_primitive_set()
     for text in list(BASELINE_TREES.values()) + [
             "msa_numel", "  add(msa_numel,mlp_numel)  ", "add(msa_numel,\n  mlp_numel)\n",
-            "frobenius(matmul(msa_a, gram(msa_ga)))", "logdet_gram(mul(mlp_w, mlp_g))",
-            "div(one, sum(eye))", "abs(" * 150 + "msa_numel" + ")" * 150]:
+            "frobenius(matmul(gram(msa_ga), msa_a))", "logdet_gram(mul(mlp_w, mlp_g))",
+            "div(one, sum(eye_msa_w))", "nuclear(matmul(eye_mlp_w, matmul(gram(mlp_w), gram(mlp_g))))",
+            "add(sum(eye_msa_a), frobenius(matmul(gram(msa_w), msa_g)))", "abs(" * 150 + "msa_numel" + ")" * 150]:
         tree = parse_formula(text, pset)
         assert tree[0].ret is Scalar
         assert parse_formula(str(tree), pset) == tree

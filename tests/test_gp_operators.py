@@ -96,7 +96,7 @@ def test_node_mutation_p1_changes_every_node_with_an_alternative():
                 assert new is not old and new.name != old.name
             else:
                 fixed += 1
-                assert new is old  # e.g. `eye`, gram(.), matmul(., Gram): nothing to swap with
+                assert new is old  # e.g. `eye_msa_w`, gram(.), matmul(G_T, T): nothing to swap with
     assert eligible > 500 and fixed > 0
 
 
@@ -306,7 +306,7 @@ def tree(text):
 
 def test_memo_fitness_rejects_and_memo():
     good, good2 = "frobenius(msa_g)", "add(msa_numel, mlp_numel)"
-    nan, const, half = "sum(mlp_w)", "frobenius(eye)", "mean_abs(msa_a)"
+    nan, const, half = "sum(mlp_w)", "frobenius(eye_msa_w)", "mean_abs(msa_a)"
     ev = FakeEvaluator({
         good: {"a": [0.1, 0.2, 0.3], "b": [0.0, 0.1, 0.2]},
         good2: {"a": [0.3, 0.2, 0.0], "b": [0.5, 0.1, 0.3]},

@@ -15,8 +15,9 @@ from torch import nn
 import torch.nn.functional as F
 
 from primitives import (FormulaError, Gram, Scalar, TensorType, build_primitive_set, display_name,
-                        evaluate_tree, generate_tree, parse_formula, tensor_type)
+                        evaluate_tree, generate_tree, gram_type, parse_formula, tensor_type)
 from primitives import ops
+from primitives.evaluate import constant_values
 
 W, A = tensor_type("W"), tensor_type("A")
 SMALL_TERMINALS = {"w": W, "g": W, "a": A, "n": Scalar}
@@ -39,13 +40,19 @@ def pset():
 
 # ------------------------------------------------------------------ op table and edge inputs
 
+def _row_count(x):
+    """Rows of x read as (units, rows, features): every axis between the unit and the last."""
+    return math.prod(x.shape[1:-1])
+
+
 def _gram_of(x):
-    d = x.shape[-1]
-    return torch.ones(x.shape[0], d, d, dtype=x.dtype) * 0.5 + torch.eye(d, dtype=x.dtype)
+    r = _row_count(x)
+    return torch.ones(x.shape[0], r, r, dtype=x.dtype) * 0.5 + torch.eye(r, dtype=x.dtype)
 
 
 def call_all_ops(x, y=None):
-    """(name, output, expected shape) for every op applied to tensor x (and y of x's shape)."""
+    """(name, output, expected shape) for every op applied to tensor x (and y of x's shape);
+    Grams are row Grams, (units, rows, rows)."""
     y = x.flip(0) if y is None else y
     units = x.shape[0]
     out = []
@@ -55,10 +62,11 @@ def call_all_ops(x, y=None):
         out.append((name, fn(x), (units,)))
     for name, fn in ops.ELEMENTWISE_BINARY.items():
         out.append((name, fn(x, y), x.shape))
-    d = x.shape[-1]
-    out.append(("gram", ops.gram(x), (units, d, d)))
-    out.append(("matmul", ops.matmul(x, _gram_of(x)), x.shape))
-    out.append(("matmul_gram_of_x", ops.matmul(x, ops.gram(y)), x.shape))
+    r = _row_count(x)
+    out.append(("gram", ops.gram(x), (units, r, r)))
+    out.append(("matmul", ops.matmul(_gram_of(x), x), x.shape))
+    out.append(("matmul_gram_of_x", ops.matmul(ops.gram(y), x), x.shape))
+    out.append(("matmul_gram_gram", ops.matmul(ops.gram(y), ops.gram(x)), (units, r, r)))
     s, t = x.reshape(units, -1)[:, 0].clone(), y.reshape(units, -1)[:, -1].clone()
     for name, fn in ops.SCALAR_UNARY.items():
         out.append(("scalar_" + name, fn(s), (units,)))
@@ -68,7 +76,7 @@ def call_all_ops(x, y=None):
 
 
 ALL_OP_COUNT = (len(ops.ELEMENTWISE_UNARY) + len(ops.REDUCTIONS) + 2 * len(ops.ELEMENTWISE_BINARY)
-                + 3 + len(ops.SCALAR_UNARY))
+                + 4 + len(ops.SCALAR_UNARY))
 
 SUBNORMAL = 1e-40  # below float32's smallest normal (1.18e-38), above its smallest subnormal
 
@@ -174,16 +182,32 @@ def test_nuclear_and_logdet_gram_match_linear_algebra():
     assert torch.allclose(ops.nuclear(x), torch.linalg.matrix_norm(x, "nuc"))
     x4 = torch.randn(2, 3, 2, 4, generator=g, dtype=torch.float64)  # rows = all but the last axis
     assert torch.allclose(ops.nuclear(x4), torch.linalg.matrix_norm(x4.reshape(2, 6, 4), "nuc"))
-    for u in range(3):
-        m = x[u].numpy()
-        expect = np.linalg.slogdet(m.T @ m / m.shape[0] + 1e-6 * np.eye(4))[1]
-        assert ops.logdet_gram(x)[u].item() == pytest.approx(expect, rel=1e-9)
+    # logdet_gram is on the row side: log det(X Xᵀ / features + eps I), rows x rows
+    for xs in (x, x4):
+        for u in range(xs.shape[0]):
+            m = xs[u].reshape(-1, 4).numpy()
+            expect = np.linalg.slogdet(m @ m.T / m.shape[1] + 1e-6 * np.eye(m.shape[0]))[1]
+            assert ops.logdet_gram(xs)[u].item() == pytest.approx(expect, rel=1e-9)
     # hand case: X = 2 I (d = rows = 3) -> gram = 4/3 I
     eye2 = (2 * torch.eye(3, dtype=torch.float64)).unsqueeze(0)
     assert ops.logdet_gram(eye2).item() == pytest.approx(3 * math.log(4 / 3 + 1e-6))
     assert ops.nuclear(eye2).item() == pytest.approx(6.0)
-    # rank-deficient input: eps keeps logdet finite
-    assert torch.isfinite(ops.logdet_gram(torch.zeros(1, 4, 4))).all()
+    # hand case, 2 rows x 4 features: X Xᵀ / 4 = diag(2/4, 4/4) (the feature side, XᵀX / 2, would
+    # be a 4 x 4 matrix of rank 2 with a very different determinant)
+    wide = torch.tensor([[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]]], dtype=torch.float64)
+    assert ops.logdet_gram(wide).item() == pytest.approx(math.log(0.5 + 1e-6) + math.log(1 + 1e-6))
+    assert ops.nuclear(wide).item() == pytest.approx(math.sqrt(2) + 2)
+    # hand case, 3 rows x 1 feature of ones: X Xᵀ = ones(3, 3), eigenvalues 3, 0, 0
+    tall = torch.ones(1, 3, 1, dtype=torch.float64)
+    assert ops.logdet_gram(tall).item() == pytest.approx(math.log(3 + 1e-6) + 2 * math.log(1e-6))
+    assert ops.nuclear(tall).item() == pytest.approx(math.sqrt(3))
+    # rank-deficient input: eps keeps logdet finite (4 rows: 4 log eps)
+    assert ops.logdet_gram(torch.zeros(1, 4, 4)).item() == pytest.approx(4 * math.log(1e-6), rel=1e-5)
+    # a Cholesky that fails marks its unit only, and does not raise: with X all 2^50 (exact in
+    # float64) the row Gram is 2^100 * ones, eps vanishes beside it, and the second pivot is 0
+    mixed = torch.stack([torch.eye(3, 4, dtype=torch.float64), torch.full((3, 4), 2.0 ** 50, dtype=torch.float64)])
+    out = ops.logdet_gram(mixed)
+    assert out[0].item() == pytest.approx(3 * math.log(0.25 + 1e-6)) and torch.isnan(out[1])
 
 
 def test_linear_algebra_marks_only_the_non_finite_unit():
@@ -217,14 +241,32 @@ def test_normalisations():
 
 
 def test_gram_and_matmul():
+    # hand case: one unit, rows (1, 2) and (3, 4): X Xᵀ / 2 = [[5, 11], [11, 25]] / 2
+    x = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]], dtype=torch.float64)
+    gx = ops.gram(x)
+    assert torch.equal(gx, torch.tensor([[[2.5, 5.5], [5.5, 12.5]]], dtype=torch.float64))
+    # the Gram mixes the rows: G @ X
+    assert torch.equal(ops.matmul(gx, x), torch.tensor([[[19.0, 27.0], [43.0, 61.0]]], dtype=torch.float64))
+    assert torch.equal(ops.matmul(gx, gx), gx @ gx)
+
     g = torch.Generator().manual_seed(4)
-    x = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 2, 3, 4, generator=g, dtype=torch.float64)  # 2 units of 6 rows x 4 features
     rows = x.reshape(2, 6, 4)
-    assert torch.allclose(ops.gram(x), rows.transpose(1, 2) @ rows / 6)
-    eye = torch.eye(4, dtype=torch.float64).expand(2, 4, 4)
-    assert torch.equal(ops.matmul(x, eye), x)
-    b = torch.randn(2, 4, 4, generator=g, dtype=torch.float64)
-    assert torch.allclose(ops.matmul(x, b), torch.einsum("ubtd,ude->ubte", x, b))
+    gram = ops.gram(x)
+    assert gram.shape == (2, 6, 6)
+    assert torch.allclose(gram, rows @ rows.transpose(1, 2) / 4)
+    assert torch.allclose(gram, gram.transpose(1, 2))
+    eye = torch.eye(6, dtype=torch.float64).expand(2, 6, 6)
+    assert torch.equal(ops.matmul(eye, x), x)
+    b = torch.randn(2, 6, 6, generator=g, dtype=torch.float64)
+    out = ops.matmul(b, x)
+    assert out.shape == x.shape  # a Gram times a tensor keeps the tensor's shape
+    assert torch.allclose(out, torch.einsum("urs,usd->urd", b, rows).reshape(x.shape))
+    assert torch.allclose(ops.matmul(b, gram), b @ gram)
+    # a tensor with no row axes (units, d) has one row: a 1 x 1 Gram, its mean square
+    flat = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    assert torch.equal(ops.gram(flat), torch.tensor([[[12.5]], [[0.5]]]))
+    assert torch.equal(ops.matmul(ops.gram(flat), flat), torch.tensor([[37.5, 50.0], [0.5, 0.0]]))
 
 
 # ------------------------------------------------------------------ property tests
@@ -324,19 +366,53 @@ def test_pset_has_many_unary_ops_and_readable_names(pset):
     assert binary == {"add", "sub", "mul", "div", "matmul"}
     for p in prims:
         assert ":" not in p.format(*["x"] * p.arity)
-    # every type that appears has both a primitive and a terminal
+    # every type that appears has both a primitive and a terminal; each tensor type has its own
+    # Gram type (and no bare Gram)
+    WG, AG = gram_type(W), gram_type(A)
+    assert issubclass(WG, Gram) and issubclass(AG, Gram) and WG is not AG
+    assert (WG.__name__, AG.__name__) == ("WGram", "AGram") and gram_type(W) is WG
     types = set(pset.primitives) | {a for p in prims for a in p.args}
-    assert Scalar in types and Gram in types and W in types and A in types
+    assert types == {Scalar, W, A, WG, AG}
     for typ in types:
         assert pset.terminals[typ], typ
         assert pset.primitives[typ], typ
+    # gram: T -> G_T; matmul: (G_T, T) -> T and (G_T, G_T) -> G_T, never across types
+    sig = lambda name: sorted((tuple(t.__name__ for t in p.args), p.ret.__name__)
+                              for p in prims if display_name(p) == name)
+    assert sig("gram") == [(("A",), "AGram"), (("W",), "WGram")]
+    assert sig("matmul") == [(("AGram", "A"), "A"), (("AGram", "AGram"), "AGram"),
+                             (("WGram", "W"), "W"), (("WGram", "WGram"), "WGram")]
+    # the constants: `one`, and one identity per tensor type named after its first terminal
+    consts = {t.value: t.ret for typ in pset.terminals for t in pset.terminals[typ]
+              if t.value in ("one", "eye_w", "eye_g", "eye_a", "eye")}
+    assert consts == {"one": Scalar, "eye_w": WG, "eye_a": AG}
+    assert pset.eye_sources == {"eye_w": "w", "eye_a": "a"}
+
+
+def test_constant_values_follow_the_rows_of_each_type(pset):
+    inputs = _tree_inputs(0, 2, 3, None)  # w, g: (2, 3, 3); a: (2, 2, 2, 3)
+    values = constant_values(pset, inputs)
+    assert set(values) == {"one", "eye_w", "eye_a"}
+    assert torch.equal(values["one"], torch.ones(2))
+    assert torch.equal(values["eye_w"], torch.eye(3).expand(2, 3, 3))
+    assert torch.equal(values["eye_a"], torch.eye(4).expand(2, 4, 4))  # 2 x 2 row axes: 4 rows
+    # the identity Gram leaves its tensor unchanged, and has as many ones as rows
+    for text, expect in (("frobenius(matmul(eye_a, a))", ops.frobenius(inputs["a"])),
+                         ("sum(eye_w)", torch.full((2,), 3.0)), ("sum(eye_a)", torch.full((2,), 4.0)),
+                         ("frobenius(matmul(eye_w, gram(g)))", ops.frobenius(ops.gram(inputs["g"])))):
+        assert torch.allclose(evaluate_tree(parse_formula(text, pset), pset, inputs), expect), text
 
 
 def test_str_prints_display_names(pset):
-    tree = parse_formula("add(frobenius(mul(w, g)), mul(n, logdet_gram(matmul(a, gram(w)))))", pset)
-    assert str(tree) == "add(frobenius(mul(w, g)), mul(n, logdet_gram(matmul(a, gram(w)))))"
-    out = evaluate_tree(tree, pset, _tree_inputs(0, 2, 3, None))
+    text = "add(frobenius(mul(w, g)), mul(n, logdet_gram(matmul(gram(a), a))))"
+    tree = parse_formula(text, pset)
+    assert str(tree) == text
+    inputs = _tree_inputs(0, 2, 3, None)
+    out = evaluate_tree(tree, pset, inputs)
     assert out.shape == (2,)
+    a = inputs["a"]
+    expect = ops.frobenius(inputs["w"] * inputs["g"]) + inputs["n"] * ops.logdet_gram(ops.matmul(ops.gram(a), a))
+    assert torch.allclose(out, expect)
 
 
 def test_pset_rejects_bad_terminals():
@@ -344,6 +420,10 @@ def test_pset_rejects_bad_terminals():
         build_primitive_set({"x": int})
     with pytest.raises(ValueError):
         build_primitive_set({"one": Scalar})
+    with pytest.raises(ValueError):  # eye_<name> is reserved for the identity Grams
+        build_primitive_set({"eye_w": W})
+    with pytest.raises(TypeError):  # Gram types are made by the set, not given as terminals
+        build_primitive_set({"x": gram_type(W)})
     with pytest.raises(ValueError):
         build_primitive_set({"not an id": Scalar})
     assert issubclass(W, TensorType) and tensor_type("W") is W
@@ -368,8 +448,16 @@ def test_parse_formula_rejects_wrong_root_and_types(pset):
         parse_formula("w", pset)
     with pytest.raises(FormulaError):
         parse_formula("mul(w, a)", pset)
-    with pytest.raises(FormulaError):
-        parse_formula("gram(eye)", pset)  # no gram of a Gram
+    with pytest.raises(FormulaError, match="does not type-check"):
+        parse_formula("frobenius(gram(eye_w))", pset)  # no gram of a Gram
+    with pytest.raises(FormulaError, match="does not type-check"):
+        parse_formula("frobenius(matmul(gram(w), a))", pset)  # a Gram mixes rows of its own type only
+    with pytest.raises(FormulaError, match="does not type-check"):
+        parse_formula("frobenius(matmul(w, gram(w)))", pset)  # Gram first: G @ X
+    with pytest.raises(FormulaError, match="does not type-check"):
+        parse_formula("frobenius(add(eye_w, eye_a))", pset)
+    with pytest.raises(FormulaError, match="unknown terminal"):
+        parse_formula("frobenius(eye)", pset)
 
 
 # ------------------------------------------------------------------ reuse outside ViTs
@@ -430,7 +518,8 @@ def test_readme_example_cnn_layers_scored_by_a_tree():
         assert isinstance(network_score, float)
 
     # units are independent: a layer alone gets the value it gets in the batch
-    for text in ("l1(mul(w, g))", "nuclear(w)", "logdet_gram(matmul(w, gram(g)))",
+    for text in ("l1(mul(w, g))", "nuclear(w)", "logdet_gram(matmul(gram(g), w))",
+                 "frobenius(matmul(eye_w, matmul(gram(w), gram(g))))",
                  "mul(frobenius(zscore(w)), n)", "std(softmax(mul(w, g)))"):
         tree = parse_formula(text, cnn_pset)
         scores = evaluate_tree(tree, cnn_pset, body)

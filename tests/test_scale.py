@@ -159,11 +159,11 @@ def live_rss() -> tuple:
 
 
 def test_stress_memory(pit_bench, tiny_cfg, session_cache):
-    """1500 random trees on 8 tiny PiT archs in one process, the scalar memo bounded to 500
+    """2000 random trees on 8 tiny PiT archs in one process, the scalar memo bounded to 500
     entries per shape group: memos never exceed it (and do fill), only per-block scalars are kept,
     live memory after a 300-evaluation warm-up grows by < 100 MB, and every fitness is a finite
     JCM in [-1, 1] (-1 = invalid proxy), never NaN."""
-    bound, total, warmup = 500, 1500, 300
+    bound, total, warmup = 500, 2000, 300
     records = pit_bench.records[:8]
     table = StatsTable((session_cache.get("pit", r["arch"], "c100", tiny_cfg) for r in records),
                        memo_entries=bound)

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 import vit_space.cache as cache_mod
 from vit_space.batches import make_batch, synthetic_batch
-from vit_space.cache import StatsCache, atomic_dump
+from vit_space.atomic import atomic_dump
+from vit_space.cache import StatsCache
 from vit_space.datasets import NUM_CLASSES
 from vit_space.errors import BadInput
 from vit_space.models import build_model, transformer_blocks

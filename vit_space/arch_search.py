@@ -26,7 +26,7 @@ from vit_space.batches import make_batch
 from vit_space.bench import column_for
 from vit_space.cache import StatsCache
 from vit_space.datasets import NUM_CLASSES
-from vit_space.errors import BadInput
+from vit_space.errors import BadInput, check_flags
 from vit_space.models import MODEL_BUILDERS, build_model
 from vit_space.ranking import proxy_scores
 from vit_space.scoring import StatsTable
@@ -308,9 +308,7 @@ class ArchSearchConfig:
                   ("--samples", self.samples >= 1, "an integer >= 1"),
                   ("--pop", self.pop >= 2, "an integer >= 2"), ("--gens", self.gens >= 0, ">= 0"),
                   ("--top", self.top >= 1, "an integer >= 1")]
-        for flag, ok, expected in checks:
-            if not ok:
-                raise BadInput(f"{flag} {getattr(self, flag[2:])}: expected {expected}")
+        check_flags(self, checks)
         return self
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from vit_space.baselines import BASELINES, shared_passes
 from vit_space.batches import make_batch
-from vit_space.cache import atomic_dump
+from vit_space.atomic import atomic_dump
 from vit_space.datasets import NUM_CLASSES
 from vit_space.models import build_model
 from vit_space.parallel import run_parallel

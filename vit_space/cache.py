@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -16,6 +15,7 @@ from typing import Optional
 import joblib
 import numpy as np
 
+from vit_space.atomic import atomic_dump
 from vit_space.statistics import STATS_VERSION, StatsConfig, extract_stats
 
 
@@ -31,19 +31,6 @@ def _checksum(stats: dict) -> str:
             digest.update(name.encode())
             digest.update(value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode())
     return digest.hexdigest()
-
-
-def atomic_dump(obj, path: Path) -> None:
-    """joblib.dump to a temp file in the same directory, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        joblib.dump(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class StatsCache:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from primitives import FormulaError, parse_formula
@@ -33,11 +32,11 @@ def discovered_proxies() -> dict:
     found = {}
     for path in sorted(RESULTS_DIR.glob("*.json")):
         try:
-            formula = json.loads(path.read_text()).get("formula")
+            data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(formula, str):
-            found[path.stem] = formula
+        if isinstance(data, dict) and isinstance(data.get("formula"), str):
+            found[path.stem] = data["formula"]
     return found
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from gp.checkpoint import write_json_atomic
+from vit_space.atomic import torch_save_atomic, write_json_atomic
 from vit_space.datasets import NUM_CLASSES, open_dataset
 from vit_space.errors import BadInput
 from vit_space.models import build_model
@@ -63,20 +61,6 @@ def distillation_loss(logits, labels, teacher_logits, alpha, tau, label_smoothin
     kl = F.kl_div(F.log_softmax(logits / tau, dim=-1), F.log_softmax(teacher_logits / tau, dim=-1),
                   reduction="batchmean", log_target=True)
     return (1 - alpha) * ce + alpha * tau * tau * kl
-
-
-def _save_atomic(obj, path: Path) -> None:
-    """torch.save to a temp file in the same directory, then rename: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _load(path, what: str):
@@ -269,7 +253,7 @@ def train(space, arch, dataset, data_root, out_dir, epochs, batch_size, lr, weig
             top1 = evaluate(model, test_loader, device)
             log.append({"epoch": epoch + 1, "train_loss": total_loss / seen, "test_top1": top1,
                         "lr": last_lr, "seconds": time.perf_counter() - began})
-            _save_atomic({"config": config, "epoch": epoch + 1, "log": log,
+            torch_save_atomic({"config": config, "epoch": epoch + 1, "log": log,
                           "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "rng": _rng_state(loader_gen)},
                          ckpt_path)

@@ -20,13 +20,15 @@ class Offspring:
 
 
 def elitism_preserve(parent, toolbox, margin: float = 0.1, max_tries: int = 10,
-                     elitism: bool = True) -> Offspring:
-    """Uses toolbox.mutate (tree -> tree) and toolbox.evaluate (tree -> (jcm, reason))."""
+                     elitism: bool = True, existing=frozenset()) -> Offspring:
+    """Uses toolbox.mutate (tree -> tree) and toolbox.evaluate (tree -> (jcm, reason)). A child
+    whose formula is already in the population (`existing`) is rejected as a duplicate: copies
+    would crowd out the population's diversity without adding anything."""
     target = parent.fitness.values[0] - margin
     best, rejects = None, {}
     for tries in range(1, max_tries + 1):
         child = toolbox.mutate(parent)
-        value, reason = toolbox.evaluate(child)
+        value, reason = (None, "duplicate") if str(child) in existing else toolbox.evaluate(child)
         if reason:
             rejects[reason] = rejects.get(reason, 0) + 1
             continue

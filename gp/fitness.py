@@ -9,7 +9,7 @@ import numpy as np
 
 from vit_space.jcm import WORST
 
-REJECT_REASONS = ("terminal", "invalid", "constant", "too_large")
+REJECT_REASONS = ("terminal", "invalid", "constant", "too_large", "duplicate")
 
 
 class MemoFitness:

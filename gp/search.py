@@ -74,8 +74,8 @@ def make_toolbox(pset, fitness: Callable, config: SearchConfig, rng: random.Rand
         tb.register("select", select, rng=rng, tournsize=config.tournsize)
     mutate = make_mutation(config.mutate, pset, rng, config.p_node)
     tb.register("mutate", lambda tree: as_individual(mutate(tree)))
-    tb.register("vary", lambda parent: elitism_preserve(
-        parent, tb, config.margin, config.max_tries, config.elitism))
+    tb.register("vary", lambda parent, existing=frozenset(): elitism_preserve(
+        parent, tb, config.margin, config.max_tries, config.elitism, existing))
     return tb
 
 
@@ -200,7 +200,7 @@ class Search:
         previous state (with its RNG states) intact, so saving it then is still exact."""
         s = self.state
         parent = self.toolbox.select(s.population)
-        offspring = self.toolbox.vary(parent)
+        offspring = self.toolbox.vary(parent, {str(ind) for ind in s.population})
         rejects = dict(s.rejects)
         for reason, n in offspring.rejects.items():
             rejects[reason] = rejects.get(reason, 0) + n

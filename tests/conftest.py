@@ -34,3 +34,14 @@ def tiny_cfg() -> StatsConfig:
 def session_cache(tmp_path_factory) -> StatsCache:
     """One statistics cache for the whole test session (extraction at 32 px is cheap, not free)."""
     return StatsCache(tmp_path_factory.mktemp("stats_cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest, and steadily, on one thread; on a shared 2-core machine more
+    threads thrash. Restored after the session."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

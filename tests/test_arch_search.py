@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from vit_space.arch_search import (ArchScorer, ArchSearchConfig, Constraints, active_genes,
                                    arch_cost, counted_cost, crossover_archs, encode,
@@ -25,15 +24,6 @@ from vit_space.statistics import StatsConfig
 ROOT = Path(__file__).resolve().parents[1]
 CFG = StatsConfig(batch_size=2, img_size=32, seed=0)
 BUDGET = Constraints(max_params=6e6)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest (and steadily) on one thread; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,6 @@ EXPECTED = {"params": False, "flops": False, "grad_norm": True, "snip": True, "g
             "zico": True}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest (and steadily) on one thread; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def arch(space):
     return json.loads((BENCH / f"{space}.json").read_text())[0]["arch"]
 

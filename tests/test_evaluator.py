@@ -52,14 +52,6 @@ def autoformer_params(arch: dict, num_classes: int, img_size: int) -> int:
     return block_params(arch) + per_block + stem + 2 * d + d * num_classes + num_classes
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------ correlations and JCM
 
 def test_correlations_equal_scipy():

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from gp.checkpoint import load_checkpoint
 from gp.run import evolve, split_evaluator
@@ -28,15 +27,6 @@ from vit_space.terminals import vit_primitive_set
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = "c100"
 COLUMN = "c100_kd_acc"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models and trees run fastest (and steadily) on one thread on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def data_args(cache_root, cfg):

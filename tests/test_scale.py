@@ -15,7 +15,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from primitives import generate_tree
 from vit_space.baseline_scores import baseline_scores
@@ -25,14 +24,6 @@ from vit_space.jcm import WORST, correlations, jcm
 from vit_space.parallel import fill_cache
 from vit_space.scoring import StatsTable
 from vit_space.terminals import vit_primitive_set
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

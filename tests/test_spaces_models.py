@@ -15,15 +15,6 @@ from vit_space.models import build_model, transformer_blocks
 from vit_space.spaces import SPACES, AutoFormerSpace, PiTSpace, arch_seed, get_space
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest (and steadily) on one thread; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def af_arch(dim, ratios, heads):
     assert len(ratios) == len(heads)
     return {"hidden_dim": dim, "depth": len(ratios), "mlp_ratio": list(ratios), "num_heads": list(heads)}

@@ -26,14 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 IMG, BATCH = 32, 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def af_arch(autoformer_bench):
     """The cheapest kind of AutoFormer record: width 192, 12 blocks, with mixed ratios."""

@@ -29,14 +29,6 @@ SETTINGS = dict(space="autoformer", dataset="chaoyang", batch_size=8, lr=1e-3, w
                 progress=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_chaoyang(root, per_class={"train": 6, "test": 2}):
     """24 train and 8 test PNGs; images of a class differ slightly in brightness."""
     for split, n in per_class.items():

@@ -118,9 +118,11 @@ def _read_records(path: Path):
         import torch
         try:
             return torch.load(path, weights_only=True, map_location="cpu")
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BadInput(f"{path}: not a plain-data .pth list ({first[:120]})") from None
+        except pickle.UnpicklingError:
+            raise BadInput(f"{path}: holds objects other than plain lists, dicts and numbers, which "
+                           "are refused (loaded with weights_only=True)") from None
+        except (RuntimeError, EOFError, ValueError) as exc:
+            raise BadInput(f"{path}: not a readable .pth file ({type(exc).__name__})") from None
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)

@@ -14,7 +14,7 @@ REJECT_REASONS = ("terminal", "invalid", "constant", "too_large", "duplicate")
 
 class MemoFitness:
     """Callable: tree -> (jcm, reject_reason or None). `evaluator` has .scores(tree) and
-    .evaluate(tree) (see vit_space.evaluator.ProxyEvaluator)."""
+    .evaluate_scores(scores) (see vit_space.evaluator.ProxyEvaluator)."""
 
     def __init__(self, evaluator, max_nodes: int = 60):
         self.evaluator, self.max_nodes = evaluator, max_nodes

@@ -11,7 +11,6 @@ from typing import Mapping, MutableMapping, Optional
 import torch
 from deap import gp
 
-from primitives.types import Scalar
 
 
 def constant_values(pset: gp.PrimitiveSetTyped, inputs: Mapping[str, torch.Tensor]) -> dict:
@@ -68,7 +67,3 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
     with torch.no_grad():
         result, _ = walk(0)
     return result
-
-
-def tree_returns_scalar(tree: gp.PrimitiveTree) -> bool:
-    return tree[0].ret is Scalar

@@ -10,7 +10,7 @@ import re
 
 from deap import gp
 
-from primitives.pset import display_name, terminal_types
+from primitives.pset import display_name
 
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|(\()|(\))|(,))")
 MAX_FORMULA_CHARS = 10_000
@@ -99,4 +99,4 @@ def _resolve(node, terminals, by_name, nodes) -> type:
     raise FormulaError(f"formula: {name}({got}) does not type-check (it takes: {takes})")
 
 
-__all__ = ["FormulaError", "parse_formula", "terminal_types"]
+__all__ = ["FormulaError", "parse_formula"]

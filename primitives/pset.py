@@ -66,9 +66,3 @@ def build_primitive_set(terminals: Mapping[str, type], name: str = "PROXY",
 
 def display_name(prim: gp.Primitive) -> str:
     return prim.name.split(":", 1)[0]
-
-
-def terminal_types(pset: gp.PrimitiveSetTyped) -> dict:
-    """Argument name -> type, the constants included."""
-    return {t.value: t.ret for typ in pset.terminals for t in pset.terminals[typ]
-            if isinstance(t, gp.Terminal) and t.value in pset.arguments}

@@ -109,7 +109,3 @@ def extract_stats(space: str, arch: dict, dataset: str, cfg: StatsConfig,
     blocks = [_block_record(b, out, cfg, gen) for b, out in zip(transformer_blocks(model), outputs)]
     return {"blocks": blocks, "meta": {"space": space, "arch": arch, "dataset": dataset,
                                        "config": asdict(cfg), "version": STATS_VERSION}}
-
-
-def stats_nbytes(stats: dict) -> int:
-    return sum(v.nbytes for b in stats["blocks"] for v in b.values() if isinstance(v, np.ndarray))

@@ -8,8 +8,9 @@ setup(
     python_requires=">=3.9",
     packages=["gp", "primitives", "vit_space", "runners"],
     install_requires=[
-        "deap>=1.4", "torch>=2.1", "timm>=1.0", "numpy", "scipy", "joblib>=1.3",
-        "tqdm", "matplotlib", "pillow", "dask[distributed]",
+        "deap>=1.4", "torch>=2.1", "torchvision", "timm>=1.0", "numpy", "scipy", "joblib>=1.3",
+        # Pillow 13 refuses posterize(bits=0), which timm's RandAugment (inc1) asks for at magnitude 10
+        "tqdm", "matplotlib", "pillow<13", "dask[distributed]",
     ],
     extras_require={"test": ["pytest", "hypothesis"]},
 )

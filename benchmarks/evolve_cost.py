@@ -1,14 +1,17 @@
 """Cost of the full default search: cold (empty statistics cache) and warm (cache filled).
 
-Runs `runners/evolve.py` twice as a child process with a fresh cache directory, and reports wall
-time, the child's peak resident memory and the cache size on disk. Extra arguments are passed to
-evolve.py (e.g. `--space pit`, or `--iters 20` for a quick look).
+Runs `runners/evolve.py` twice as a child process with a fresh cache directory, and reports for
+each run its wall time, CPU time (user + system: more than the wall when torch's threads work in
+parallel, and the better guide when other jobs share the cores), its own peak resident memory and
+the cache size on disk. Extra arguments are passed to evolve.py (e.g. `--space pit`, or `--iters
+20` for a quick look). Torch's default threads: nothing is set in the environment.
 
     python benchmarks/evolve_cost.py [--cache DIR] [--keep] [-- evolve.py arguments]
 """
 import argparse
+import json
+import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -20,12 +23,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(cmd: list) -> tuple:
+    """(wall s, cpu s, peak RSS GiB) of one child process, from its own rusage."""
     start = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    child = subprocess.Popen(cmd, cwd=ROOT)
+    _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak_kib, before) / 2**20
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (status {status})")
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 2**20
+
+
+def results(out: Path):
+    """best.json without its timings."""
+    def drop(value):
+        if isinstance(value, dict):
+            return {k: drop(v) for k, v in value.items() if k != "seconds"}
+        return [drop(v) for v in value] if isinstance(value, list) else value
+    return drop(json.loads((out / "best.json").read_text()))
 
 
 def du(path: Path) -> float:
@@ -43,12 +57,13 @@ def main():
     base = [sys.executable, str(ROOT / "runners" / "evolve.py"), "--cache", str(cache), "--quiet", *extra]
     print(f"machine: {platform.machine()}, {shutil.os.cpu_count()} cores, python {platform.python_version()}")
     print("command:", " ".join(base[1:]), "--out DIR")
-    cold = run(base + ["--out", str(out / "cold")])
-    print(f"cold: {cold[0]:.0f} s, peak RSS {cold[1]:.2f} GiB, cache {du(cache):.2f} GiB")
-    warm = run(base + ["--out", str(out / "warm")])
-    print(f"warm: {warm[0]:.0f} s, peak RSS (max of both runs) {warm[1]:.2f} GiB")
-    same = (out / "cold" / "best.json").read_text() == (out / "warm" / "best.json").read_text()
-    print(f"cold and warm best.json identical: {same}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (other jobs on the cores slow both runs)")
+    for name in ("cold", "warm"):
+        wall, cpu, peak = run(base + ["--out", str(out / name)])
+        print(f"{name}: {wall:.0f} s wall, {cpu:.0f} s cpu, peak RSS {peak:.2f} GiB, "
+              f"cache {du(cache):.2f} GiB, load average now {os.getloadavg()[0]:.1f}", flush=True)
+    same = results(out / "cold") == results(out / "warm")
+    print(f"cold and warm best.json identical (but for timings): {same}")
     if not args.cache and not args.keep:
         shutil.rmtree(cache)
     shutil.rmtree(out)

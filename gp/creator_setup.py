@@ -13,3 +13,12 @@ def ensure_creator_classes():
 
 def as_individual(tree) -> "creator.ProxyIndividual":
     return ensure_creator_classes()(list(tree))
+
+
+def ensure_pareto_classes():
+    """The two-objective classes of NSGA-II: JCM maximised, tree size minimised."""
+    if not hasattr(creator, "ParetoFitness"):
+        creator.create("ParetoFitness", base.Fitness, weights=(1.0, -1.0))
+    if not hasattr(creator, "ParetoIndividual"):
+        creator.create("ParetoIndividual", gp.PrimitiveTree, fitness=creator.ParetoFitness)
+    return creator.ParetoIndividual

@@ -20,15 +20,20 @@ class Offspring:
 
 
 def elitism_preserve(parent, toolbox, margin: float = 0.1, max_tries: int = 10,
-                     elitism: bool = True, existing=frozenset()) -> Offspring:
-    """Uses toolbox.mutate (tree -> tree) and toolbox.evaluate (tree -> (jcm, reason)). A child
-    whose formula is already in the population (`existing`) is rejected as a duplicate: copies
+                     elitism: bool = True, existing=frozenset(), phenotypes=frozenset(),
+                     mates=()) -> Offspring:
+    """Uses toolbox.breed ((parent, mates) -> tree: a mutation, or a crossover with a mate),
+    toolbox.evaluate (tree -> (jcm, reason)) and toolbox.phenotype. A child whose formula is
+    already in the population (`existing`) is rejected as a duplicate, one whose phenotype is
+    (`phenotypes`: it ranks the search archs exactly as a member does) as "phenotype": copies
     would crowd out the population's diversity without adding anything."""
     target = parent.fitness.values[0] - margin
     best, rejects = None, {}
     for tries in range(1, max_tries + 1):
-        child = toolbox.mutate(parent)
+        child = toolbox.breed(parent, mates)
         value, reason = (None, "duplicate") if str(child) in existing else toolbox.evaluate(child)
+        if not reason and phenotypes and toolbox.phenotype(child) in phenotypes:
+            reason = "phenotype"
         if reason:
             rejects[reason] = rejects.get(reason, 0) + 1
             continue

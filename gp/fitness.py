@@ -2,14 +2,31 @@
 
 The memo maps a formula (the printed tree, which determines its value) to its JCM, so identical
 trees, which steady-state GP produces often, are evaluated once. It is saved in checkpoints.
+
+A tree's phenotype is what JCM sees of it: the rank vector of its scores over the search archs
+per data set (ties included). Two formulas with one phenotype (e.g. width x depth counted two ways)
+are one proxy to the search; `phenotypes` maps each valid formula to a digest of it.
 """
 from __future__ import annotations
 
+import hashlib
+import threading
+
 import numpy as np
+from scipy.stats import rankdata
 
 from vit_space.jcm import WORST
 
-REJECT_REASONS = ("terminal", "invalid", "constant", "too_large", "duplicate")
+REJECT_REASONS = ("terminal", "invalid", "constant", "too_large", "duplicate", "phenotype")
+
+
+def phenotype_key(scores: dict) -> str:
+    """Digest of the per-data-set rank vectors (average ranks, so ties count)."""
+    h = hashlib.sha1()
+    for column in sorted(scores):
+        h.update(column.encode())
+        h.update(rankdata(np.asarray(scores[column], dtype=np.float64)).tobytes())
+    return h.hexdigest()[:20]
 
 
 class MemoFitness:
@@ -19,7 +36,9 @@ class MemoFitness:
     def __init__(self, evaluator, max_nodes: int = 60):
         self.evaluator, self.max_nodes = evaluator, max_nodes
         self.memo: dict = {}
-        self.evaluations = 0
+        self.phenotypes: dict = {}  # formula -> phenotype digest, for valid formulas
+        self.evaluations = 0  # evaluated by this process (len(memo) counts a resumed run's too)
+        self._lock = threading.Lock()  # toolbox.map may call this from threads
 
     def degenerate(self, tree, scores: dict):
         for values in scores.values():
@@ -36,9 +55,16 @@ class MemoFitness:
             return WORST, "too_large"
         key = str(tree)
         if key not in self.memo:
-            self.evaluations += 1
             scores = self.evaluator.scores(tree)
             reason = self.degenerate(tree, scores)
             value = WORST if reason else self.evaluator.evaluate_scores(scores).jcm
-            self.memo[key] = (float(value), reason)
+            with self._lock:
+                self.evaluations += 1
+                if not reason:
+                    self.phenotypes[key] = phenotype_key(scores)
+                self.memo[key] = (float(value), reason)
         return self.memo[key]
+
+    def phenotype(self, tree):
+        """The phenotype digest of an evaluated valid tree (None otherwise)."""
+        return self.phenotypes.get(str(tree))

@@ -1,4 +1,4 @@
-"""The JCM-over-iterations plot of a search."""
+"""The JCM-over-iterations plot of a search, with the population's distinct phenotypes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +16,16 @@ def plot_history(history: list, path: Path, title: str = "") -> None:
     ax.set_xlabel("iteration")
     ax.set_ylabel("JCM (search split)")
     ax.set_title(title)
-    ax.legend()
+    lines, labels = ax.get_legend_handles_labels()
+    if all("phenotypes" in h for h in history):  # a collapse of diversity shows here
+        twin = ax.twinx()
+        twin.plot(iters, [h["phenotypes"] for h in history], color="tab:green", linestyle=":",
+                  label="distinct phenotypes")
+        twin.set_ylabel("distinct phenotypes")
+        twin.set_ylim(bottom=0)
+        more = twin.get_legend_handles_labels()
+        lines, labels = lines + more[0], labels + more[1]
+    ax.legend(lines, labels, fontsize=8)
     fig.tight_layout()
     tmp = Path(path).with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)

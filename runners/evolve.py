@@ -1,55 +1,87 @@
 """Auto-Prox: evolve a zero-cost proxy for ViTs (the paper's Algorithm 1). With no arguments,
-the paper's setting on the AutoFormer bench with the synthetic batch."""
-from runners.cli import add_data_options, check_writable_dir, main_guard, parser
+the paper's setting (--budget paper) on the AutoFormer bench with the synthetic batch. Search
+flags left out take their value from --budget."""
+from runners.cli import add_data_options, main_guard, parser, prepare_out_dir
 
+from gp.budgets import BUDGETS, budget_config
 from gp.run import evolve
-from gp.search import SearchConfig
 from vit_space.setup_run import data_setup
+
+RUN_FILES = ("checkpoint.json", "history.json", "best.json", "jcm.png", "pareto.json")  # what a run writes
 
 
 @main_guard
 def main(argv=None):
     p = parser(__doc__)
     add_data_options(p)
-    d = SearchConfig()
+    p.add_argument("--budget", default="paper", help=f"preset of the search flags: "
+                   f"{' | '.join(BUDGETS)} (see gp/budgets.py)")
+    p.add_argument("--strategy", help="evolve | random (random trees from the same generator "
+                   "until --evals evaluations; the same final choice)")
     p.add_argument("--search-seed", type=int, help="seed of the search alone (default: --seed); "
                    "varies the search while the batch, split and statistics cache stay the same")
-    p.add_argument("--pop", type=int, default=d.pop)
-    p.add_argument("--iters", type=int, default=d.iters)
-    p.add_argument("--ratio", type=float, default=d.ratio, help="sample pool ratio r")
-    p.add_argument("--topk", type=int, default=d.topk, help="k best of the pool")
-    p.add_argument("--select", default=d.select, help="topk | tournament")
-    p.add_argument("--tournsize", type=int, default=d.tournsize)
-    p.add_argument("--mutate", default=d.mutate, help="node | uniform | shrink | insert")
-    p.add_argument("--p-node", type=float, default=d.p_node, help="per-node mutation probability")
+    for flag, kind, text in (
+            ("--pop", int, "population P"), ("--iters", int, "iterations T"),
+            ("--evals", int, "stop after this many evaluated distinct trees (0: no limit)"),
+            ("--ratio", float, "sample pool ratio r"), ("--topk", int, "k best of the pool"),
+            ("--select", str, "topk | tournament | double (DEAP's double tournament) | nsga2"),
+            ("--tournsize", int, "tournament size"),
+            ("--mutate", str, "node | uniform | shrink | insert"),
+            ("--p-node", float, "per-node mutation probability"),
+            ("--cxpb", float, "probability of typed subtree crossover (else mutation)"),
+            ("--tie-tol", float, "with --parsimony: JCM grid within which the smaller tree wins"),
+            ("--margin", float, "elitism-preserve margin m"),
+            ("--max-tries", int, "mutations per iteration at most"),
+            ("--max-nodes", int, "largest tree"), ("--hof", int, "hall of fame size"),
+            ("--folds", int, "folds of the cross-validated JCM (search split only)"),
+            ("--choose", str, "best (Algorithm 1: best JCM) | cv (best fold mean - 1 s.e.)"),
+            ("--checkpoint-every", int, "iterations between checkpoints")):
+        p.add_argument(flag, type=kind, help=f"{text} (default: from --budget)")
     p.add_argument("--no-elitism", action="store_true", help="accept the first valid child")
-    p.add_argument("--margin", type=float, default=d.margin)
-    p.add_argument("--max-tries", type=int, default=d.max_tries)
-    p.add_argument("--max-nodes", type=int, default=d.max_nodes)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--parsimony", action="store_true", default=None,
+                   help="size tie-break within --tie-tol (default: from --budget)")
+    p.add_argument("--allow-phenotype-duplicates", action="store_true",
+                   help="keep children that rank the search archs exactly as a member does")
     p.add_argument("--aggregate", default="sum", help="sum | mean of per-block values")
-    p.add_argument("--out", default="runs/evolve", help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.json")
+    p.add_argument("--out", help="output directory (default: a fresh runs/evolve, runs/evolve-2, ...)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.json "
+                   "(without --out: the newest runs/evolve[-N])")
+    p.add_argument("--force", action="store_true", help="overwrite the run an --out holds")
     args = p.parse_args(argv)
-    config = SearchConfig(
-        pop=args.pop, iters=args.iters, ratio=args.ratio, topk=args.topk, select=args.select,
-        tournsize=args.tournsize, mutate=args.mutate, p_node=args.p_node,
-        elitism=not args.no_elitism, margin=args.margin, max_tries=args.max_tries,
-        max_nodes=args.max_nodes, seed=args.seed if args.search_seed is None else args.search_seed,
-        checkpoint_every=max(1, args.checkpoint_every)).validate()
+    given = {field: getattr(args, flag) for field, flag in (
+        ("pop", "pop"), ("iters", "iters"), ("evals", "evals"), ("ratio", "ratio"),
+        ("topk", "topk"), ("select", "select"), ("tournsize", "tournsize"), ("mutate", "mutate"),
+        ("p_node", "p_node"), ("cxpb", "cxpb"), ("tie_tol", "tie_tol"), ("margin", "margin"),
+        ("max_tries", "max_tries"), ("max_nodes", "max_nodes"), ("hof", "hof"), ("folds", "folds"),
+        ("choose", "choose"), ("checkpoint_every", "checkpoint_every"), ("strategy", "strategy"),
+        ("parsimony", "parsimony")) if getattr(args, flag) is not None}
+    if args.no_elitism:
+        given["elitism"] = False
+    if args.allow_phenotype_duplicates:
+        given["unique_phenotypes"] = False
+    given["seed"] = args.seed if args.search_seed is None else args.search_seed
+    config = budget_config(args.budget, **given)
+    config.checkpoint_every = max(1, config.checkpoint_every)
+    config.validate()
     if args.aggregate not in ("sum", "mean"):
         p.error(f"--aggregate {args.aggregate}: expected sum or mean")
-    out = check_writable_dir(args.out, "--out")
-    result = evolve(data_setup(args), config, out, args.resume, args.aggregate)
+    setup = data_setup(args)
+    out = prepare_out_dir(args.out, "runs/evolve", RUN_FILES, args.resume, args.force)
+    result = evolve(setup, config, out, args.resume, args.aggregate)
     if not result["finished"]:
         print(f"stopped at iteration {result['iteration']}; continue with --resume")
         return
-    print(f"best proxy: {result['formula']}")
+    print(f"proxy ({'best JCM' if result['choice'] == 'best' else 'cross-validated choice'}, "
+          f"{result['evaluations']} evaluations, {result['seconds']:.1f} s): {result['formula']}")
     for split in ("search", "test"):
         per = ", ".join(f"{c}: {v['kendall']:.4f}" if v else f"{c}: invalid"
                         for c, v in result[split]["datasets"].items())
-        print(f"{split:6s} JCM {result[split]['jcm']:.4f}  (Kendall {per})")
-    print(f"written: {out / 'best.json'}, {out / 'history.json'}, {out / 'jcm.png'}")
+        print(f"{split:6s} JCM {result[split]['jcm']:.4f}  tied pairs {result[split]['tied_share']:.3f}"
+              f"  (Kendall {per})")
+    beside = result["beside"]
+    print(f"beside it ({'cross-validated choice' if beside['rule'] == 'cv' else 'best JCM'}): "
+          f"{beside['formula']}  search {beside['search']['jcm']:.4f}, test {beside['test']['jcm']:.4f}")
+    print(f"written: {out / 'best.json'}, {out / 'history.json'}, {out / 'jcm.png'}, {out / 'pareto.json'}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """Training-free ViT architecture search: the archs of a space a proxy scores best, within a
-parameter (and optionally FLOP) budget of the full-size model. Scores on the first --datasets entry."""
+parameter (and optionally FLOP) budget of the full-size model. Scores on the first --datasets entry;
+each candidate costs only what the proxy needs (#params and FLOPs are counted, not built)."""
 from runners.cli import add_data_options, check_writable_file, main_guard, parser
 
 from vit_space.atomic import write_json_atomic
-from vit_space.arch_search import (ArchScorer, ArchSearchConfig, Constraints, format_search_table,
-                                   format_within_table, search_archs, within_bench)
+from vit_space.arch_search import (TIE_KEYS, ArchScorer, ArchSearchConfig, Constraints,
+                                   format_search_table, format_within_table, search_archs,
+                                   within_bench)
 from vit_space.bench import column_for
 from vit_space.datasets import NUM_CLASSES
 from vit_space.proxies import resolve_proxy
@@ -26,6 +28,10 @@ def main(argv=None):
     p.add_argument("--search-seed", type=int, help="seed of the search alone (default: --seed); "
                    "varies the search while the batch, split and statistics cache stay the same")
     p.add_argument("--top", type=int, default=d.top, help="archs reported")
+    p.add_argument("--tie-key", default=d.tie_key, help=f"second key that breaks score ties: "
+                   f"{' | '.join(TIE_KEYS)} (params, flops: the larger model first)")
+    p.add_argument("--keep-stats", action="store_true", help="store candidates' statistics in the "
+                   "statistics cache (default: kept in memory for the run only)")
     p.add_argument("--aggregate", default="sum", help="sum | mean of per-block values (trees)")
     p.add_argument("--json", help="write the result here")
     p.add_argument("--within-bench", action="store_true",
@@ -36,19 +42,20 @@ def main(argv=None):
         p.error(f"--aggregate {args.aggregate}: expected sum or mean")
     proxy = resolve_proxy(args.proxy)
     config = ArchSearchConfig(strategy=args.strategy, samples=args.samples, pop=args.pop,
-                              gens=args.gens, top=args.top,
+                              gens=args.gens, top=args.top, tie_key=args.tie_key,
                               seed=args.seed if args.search_seed is None else args.search_seed).validate()
     json_path = check_writable_file(args.json, "--json") if args.json else None
     setup = data_setup(args)
     if args.within_bench:  # validate before any work: the split and its accuracies
-        indices = setup.bench.split(args.split, setup.cfg.seed)
+        indices = setup.bench.split(args.split, setup.split_seed)
         for dataset in setup.datasets:
             setup.bench.accuracies(indices, column_for(dataset, setup.acc, setup.bench.space))
     constraints = Constraints(args.max_params, args.max_flops, num_classes=NUM_CLASSES[setup.datasets[0]])
-    result = search_archs(ArchScorer.from_setup(proxy, setup, args.aggregate), constraints, config)
+    scorer = ArchScorer.from_setup(proxy, setup, args.aggregate, keep_stats=args.keep_stats)
+    result = search_archs(scorer, constraints, config)
     print(format_search_table(result))
     if args.within_bench:
-        result["within_bench"] = within_bench(setup, proxy, args.split, args.aggregate)
+        result["within_bench"] = within_bench(setup, proxy, args.split, args.aggregate, args.tie_key)
         print()
         print(format_within_table(result["within_bench"]))
     if json_path:

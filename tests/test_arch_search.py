@@ -2,24 +2,30 @@
 within-bench check and the runner, all on tiny settings (32 px, batch 2, a handful of archs)."""
 
 import json
+import math
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import torch
+
 from vit_space.arch_search import (ArchScorer, ArchSearchConfig, Constraints, active_genes,
                                    arch_cost, counted_cost, crossover_archs, encode,
                                    ensure_arch_classes, load_arch, make_arch_toolbox, mutate_arch,
-                                   sample_fitting, search_archs, smallest_arch, within_bench)
+                                   proxy_needs, sample_fitting, search_archs, smallest_arch,
+                                   within_bench)
 from vit_space.cache import StatsCache
 from vit_space.errors import BadInput
 from vit_space.proxies import resolve_proxy
+from vit_space.scoring import StatsTable
 from vit_space.setup_run import DataSetup
 from vit_space.spaces import SPACES, arch_key
-from vit_space.statistics import StatsConfig
+from vit_space.statistics import StatsConfig, extract_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = StatsConfig(batch_size=2, img_size=32, seed=0)
@@ -131,20 +137,94 @@ def test_toolbox_and_evolve_determinism(params_scorer):
         assert entry["params"] <= 6e6
 
 
-# ---------------------------------------------------------------- tree proxies on the fly
+# ---------------------------------------------------------------- each candidate costs what its proxy needs
 
-def test_tree_proxy_scores_on_the_fly_and_repeats_hit_the_cache(tmp_path):
+def test_proxy_needs_classifies_baselines_and_trees():
+    needs = {name: proxy_needs(resolve_proxy(name)) for name in
+             ("params", "flops", "synflow", "nwot", "snip", "add(msa_numel, mlp_numel)",
+              "mul(one, msa_numel)", "sum(msa_w)", "sum(step(abs(minmax_norm(msa_g))))")}
+    assert needs == {"params": "cost", "flops": "cost", "synflow": "weights", "nwot": "data",
+                     "snip": "data", "add(msa_numel, mlp_numel)": "structure",
+                     "mul(one, msa_numel)": "structure", "sum(msa_w)": "data",
+                     "sum(step(abs(minmax_norm(msa_g))))": "data"}
+
+
+def test_params_and_flops_are_counted_without_building(monkeypatch, tmp_path):
+    import vit_space.arch_search as arch_search
+    from vit_space.baselines import BASELINES
+    from vit_space.models import build_model
+    archs = sample_fitting("autoformer", random.Random(4), BUDGET, 3)
+    built = {name: [BASELINES[name].fn(build_model("autoformer", a, 100, 32), torch.zeros(1, 3, 32, 32), None)
+                    for a in archs] for name in ("params", "flops")}
+    monkeypatch.setattr(arch_search, "build_model", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(arch_search, "meta_model", lambda *a, **k: pytest.fail("a model was built"))
+    for name in ("params", "flops"):
+        scorer = ArchScorer(resolve_proxy(name), "autoformer", CFG, StatsCache(tmp_path))
+        assert scorer.many(archs) == built[name]
+    assert not list(tmp_path.iterdir())
+
+
+def test_size_trees_read_a_meta_model_and_equal_extraction(tmp_path):
     cache = StatsCache(tmp_path)
     proxy = resolve_proxy("add(msa_numel, mlp_numel)")
     config = ArchSearchConfig(samples=3, top=3, seed=2)
     result = search_archs(ArchScorer(proxy, "autoformer", CFG, cache), BUDGET, config)
-    assert (cache.misses, cache.hits) == (3, 0)
+    assert (cache.misses, cache.hits) == (0, 0) and not list(tmp_path.iterdir())
     for entry in result["top"]:  # the tree counts the blocks' weight elements exactly
         arch, dim = entry["arch"], entry["arch"]["hidden_dim"]
         assert entry["score"] == sum(4 * dim * dim + 2 * dim * int(dim * r) for r in arch["mlp_ratio"])
-    again = search_archs(ArchScorer(proxy, "autoformer", CFG, cache), BUDGET, config)
-    assert (cache.misses, cache.hits) == (3, 3)
-    assert without_time(again) == without_time(result)
+    pit = sample_fitting("pit", random.Random(1), Constraints(max_params=3e6), 2)
+    extracted = [float(StatsTable([extract_stats("pit", a, "c100", CFG)]).scores(proxy.tree)[0]) for a in pit]
+    assert ArchScorer(proxy, "pit", CFG, cache).many(pit) == extracted
+
+
+def test_data_trees_keep_statistics_in_memory_unless_keep_stats(tmp_path):
+    proxy = resolve_proxy("sum(step(abs(minmax_norm(msa_g))))")
+    config = ArchSearchConfig(samples=3, top=3, seed=2)
+    cache = StatsCache(tmp_path / "cache")
+    in_memory = search_archs(ArchScorer(proxy, "autoformer", CFG, cache), BUDGET, config)
+    assert not (tmp_path / "cache").exists()  # nothing written into the shared cache
+    kept = search_archs(ArchScorer(proxy, "autoformer", CFG, cache, keep_stats=True), BUDGET, config)
+    assert (cache.misses, cache.hits) == (3, 0) and len(list(tmp_path.rglob("*.joblib"))) == 3
+    assert without_time(kept) == without_time(in_memory)
+    again = search_archs(ArchScorer(proxy, "autoformer", CFG, cache), BUDGET, config)  # reads them
+    assert without_time(again) == without_time(in_memory)
+    assert len(list(tmp_path.rglob("*.joblib"))) == 3
+
+
+def test_parallel_scoring_equals_sequential(tmp_path):
+    archs = sample_fitting("autoformer", random.Random(7), BUDGET, 4)
+    scores = {}
+    for jobs in (1, 2):
+        scorer = ArchScorer(resolve_proxy("nwot"), "autoformer", CFG, StatsCache(tmp_path), n_jobs=jobs)
+        scores[jobs] = scorer.many(archs + archs[:1])
+        assert len(scorer.memo) == 4
+    assert scores[1] == scores[2] and all(math.isfinite(v) for v in scores[1])
+
+
+# ---------------------------------------------------------------- score ties
+
+def test_ties_are_broken_by_the_declared_key(session_cache):
+    proxy = resolve_proxy("add(one, one)")  # twice the depth: many ties
+    results = {tie: search_archs(ArchScorer(proxy, "autoformer", CFG, session_cache), BUDGET,
+                                 ArchSearchConfig(samples=30, top=30, seed=0, tie_key=tie))
+               for tie in ("params", "flops", "none")}
+    for tie, result in results.items():
+        assert result["tie_key"] == tie
+        top = result["top"]
+        best = top[0]["score"]
+        assert result["tied_at_top"] == sum(e["score"] == best for e in top) > 1
+        for a, b in zip(top, top[1:]):
+            assert a["score"] >= b["score"]
+            if a["score"] == b["score"]:
+                if tie == "none":
+                    assert arch_key(a["arch"]) < arch_key(b["arch"])
+                else:
+                    assert a[tie] >= b[tie]
+    assert results["params"]["top"][0]["params"] == max(e["params"] for e in results["params"]["top"]
+                                                        if e["score"] == results["params"]["top"][0]["score"])
+    with pytest.raises(BadInput, match="--tie-key size"):
+        ArchSearchConfig(tie_key="size").validate()
 
 
 # ---------------------------------------------------------------- arch files
@@ -186,15 +266,40 @@ def test_within_bench_reports_top1_percentile_and_best(autoformer_bench, session
     # the params proxy (32 px, 100 classes on c100) picks the split's largest model
     largest = max(indices, key=lambda i: arch_cost("autoformer", setup.bench.records[i]["arch"], 32)[0])
     assert report["datasets"]["c100"]["top1_index"] == largest
+    depth = within_bench(setup, resolve_proxy("add(one, one)"), "test")  # ties broken by #params
+    for entry in depth["datasets"].values():
+        arch = setup.bench.records[entry["top1_index"]]["arch"]
+        deepest = [setup.bench.records[i]["arch"] for i in indices
+                   if setup.bench.records[i]["arch"]["depth"] == arch["depth"]]
+        assert arch["depth"] == max(setup.bench.records[i]["arch"]["depth"] for i in indices)
+        assert entry["tied_at_top"] == len(deepest)
+        assert arch_cost("autoformer", arch)[0] == max(arch_cost("autoformer", a)[0] for a in deepest)
 
 
 # ---------------------------------------------------------------- the runner
 
-def run_search(*args, cache):
+def run_search(*args, cache, quiet=True):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(ROOT / "runners" / "search.py"), *args,
-                           "--cache", str(cache), "--quiet"], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+                           "--cache", str(cache)] + (["--quiet"] if quiet else []),
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def test_runner_shows_progress_with_an_estimate_and_the_tie_key(tmp_path):
+    out = tmp_path / "search.json"
+    done = run_search("--proxy", "sum(msa_g)", "--max-params", "6e6", "--samples", "3", "--top", "2",
+                      "--img-size", "32", "--batch-size", "2", "--datasets", "c100", "--tie-key",
+                      "flops", "--json", str(out), cache=tmp_path / "cache", quiet=False)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"score candidates: 100%\|.*\| 3/3 \[\d\d:\d\d<\d\d:\d\d", done.stderr), done.stderr
+    assert "ties broken by --tie-key flops" in done.stdout
+    result = json.loads(out.read_text())
+    assert result["tie_key"] == "flops" and result["tied_at_top"] >= 1
+    assert not (tmp_path / "cache").exists()  # candidates' statistics stayed in memory
+    quiet = run_search("--proxy", "sum(msa_g)", "--max-params", "6e6", "--samples", "2",
+                       "--img-size", "32", "--batch-size", "2", "--datasets", "c100",
+                       cache=tmp_path / "cache")
+    assert quiet.returncode == 0 and "score candidates" not in quiet.stderr
 
 
 def test_runner_writes_json_and_rejects_bad_input(tmp_path):
@@ -222,6 +327,7 @@ def test_runner_writes_json_and_rejects_bad_input(tmp_path):
     (["--proxy", "params", "--max-params", "6e6", "--strategy", "grid"], "--strategy grid"),
     (["--proxy", "nope", "--max-params", "6e6"], "--proxy nope"),
     (["--proxy", "params", "--max-params", "6e6", "--pop", "1"], "--pop 1"),
+    (["--proxy", "params", "--max-params", "6e6", "--tie-key", "size"], "--tie-key size"),
 ])
 def test_runner_bad_input_is_one_line_exit_2(args, message, capsys, tmp_path):
     from runners.search import main

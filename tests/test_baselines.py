@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_space.baselines import (BASELINES, Baseline, nwot_codes, register_baseline,
-                                 score_baseline, weight_groups)
+from vit_space.baselines import (BASELINES, Baseline, SharedPass, nwot_codes, register_baseline,
+                                 register_shared, score_baseline, score_baselines, weight_groups)
 from vit_space.models import build_model, transformer_blocks
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "vit_bench_101"
@@ -289,3 +289,63 @@ def test_nwot_is_logdet_of_hamming_kernel(models):
     k = n_feat - hamming
     assert torch.all(torch.diag(k) == n_feat)
     assert close(score_baseline("nwot", model, images, labels), float(torch.logdet(k)), rel=1e-9)
+
+
+# ---------------------------------------------------------------- the shared path
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("scope", ["all", "blocks"])
+def test_shared_path_equals_each_baseline_alone(space, scope):
+    model = model_of(space)
+    images, labels = batch()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    alone = {name: score_baseline(name, model, images, labels, scope) for name in EXPECTED}
+    # every baseline, GraSP sharing the pass (its math attention kernel), and single ones
+    for names in (sorted(EXPECTED), ["grasp", "grad_norm", "fisher"], ["nwot"], ["zico", "jacob_cov"]):
+        shared = score_baselines(names, model, images, labels, scope)
+        assert list(shared) == names
+        for name in names:
+            assert type(shared[name]) is float and close(shared[name], alone[name], rel=1e-5), (name, names)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_shared_pass_runs_the_batch_once():
+    model = model_of("autoformer")
+    images, labels = batch()
+    seen = []
+    model.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    every = {n for b in BASELINES.values() for n in b.uses} - {"hessian"}
+    SharedPass(model, images, labels, every)
+    assert seen == [BATCH // 2, BATCH - BATCH // 2]  # one forward per half, nothing else
+    seen.clear()
+    SharedPass(model, images, labels, {"grads", "acts", "codes", "jacobian", "hessian"})
+    assert seen == [BATCH]
+    with pytest.raises(ValueError, match="part"):
+        register_shared("nwot", "no_such_part")
+
+
+def test_baseline_scores_counts_and_shares_and_caches(tmp_path, monkeypatch):
+    from vit_space.baseline_scores import baseline_scores
+    from vit_space.statistics import StatsConfig
+    cfg = StatsConfig(batch_size=BATCH, img_size=IMG, seed=0)
+    archs = [json.loads((BENCH / "autoformer.json").read_text())[i]["arch"] for i in (0, 1)]
+    names = ["params", "flops", "snip", "nwot", "zico"]
+    got = baseline_scores(names, "autoformer", archs, ["c100"], cfg, tmp_path, progress=False)
+    images, labels = batch()
+    for i, a in enumerate(archs):
+        model = build_model("autoformer", a, CLASSES, img_size=IMG)
+        for name in names:
+            assert close(got[name]["c100"][i], score_baseline(name, model, images, labels), rel=1e-5)
+    import vit_space.baseline_scores as module
+    monkeypatch.setattr(module, "build_model", lambda *a, **k: pytest.fail("cached values recomputed"))
+    again = baseline_scores(names, "autoformer", archs, ["c100"], cfg, tmp_path, progress=False)
+    assert all((again[n]["c100"] == got[n]["c100"]).all() for n in names)
+
+
+def test_grasp_shares_the_pass_unless_zico_needs_the_fused_kernel():
+    from vit_space.baselines import shared_names
+    assert "grasp" not in shared_names(sorted(EXPECTED))
+    assert shared_names(["grasp", "snip", "synflow"]) == ["grasp", "snip"]
+    assert set(shared_names(sorted(EXPECTED))) == {"grad_norm", "snip", "fisher", "jacob_cov",
+                                                   "nwot", "dss", "zico"}

@@ -101,6 +101,7 @@ def inputs(tmp_path_factory):
         arch_garbled=_write(d / "arch_garbled.json", "{'arch': nope"),
         arch_outside=_write(d / "arch_outside.json", {**ARCH, "hidden_dim": 100}),
         arch_short=_write(d / "arch_short.json", {"arch": {**ARCH, "num_heads": [3] * 11}}),
+        search_json=_write(d / "search.json", {"space": "autoformer", "top": [{"arch": ARCH, "score": 1.0}]}),
     )
     ns.empty.mkdir()
     (ns.layout / "c100").mkdir(parents=True)  # the data set's dir, without its files
@@ -138,8 +139,9 @@ def runner_argv(runner: str, c) -> list:
 
 
 def snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file's hash and every directory (an empty --out folder counts as written)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
 
 
 def run_in_process(runner: str, argv: list, capsys) -> tuple:
@@ -294,6 +296,17 @@ CASES = _data_cases() + [
          lambda c: ["--device cuda: CUDA is not available"], (NO_CUDA,)),
     Case("train-resume-without-checkpoint", "train", lambda c: ["--resume"],
          lambda c: [f"--resume: no checkpoint at {c.tmp / 'train_out' / 'checkpoint.pt'}"]),
+    Case("train-unknown-recipe", "train", lambda c: ["--recipe", "fast"],
+         lambda c: ["--recipe 'fast': unknown (expected one of bench, deit, minimal)"]),
+    Case("train-search-json-rank-out-of-range", "train",
+         lambda c: ["--arch", str(c.inp.search_json), "--rank", "2"],
+         lambda c: [f"--rank 2: expected an integer in 1..1 (the archs in {c.inp.search_json})"]),
+    Case("train-mixup-odd-batch", "train", lambda c: ["--mixup", "0.8", "--batch-size", "3"],
+         lambda c: ["batch_size 3: mixup/cutmix mix a batch with its mirror; expected an even batch size"]),
+    Case("train-distill-without-teacher", "train", lambda c: ["--distill", "inter"],
+         lambda c: ["--distill and --teacher go together"]),
+    Case("train-resnet56-with-arch", "train", lambda c: ["--model", "resnet56"],
+         lambda c: ["--arch: the resnet56 teacher has no arch (leave --arch out)"]),
 ]
 
 

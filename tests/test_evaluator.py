@@ -18,7 +18,7 @@ from vit_space.baselines import score_baseline
 from vit_space.batches import make_batch
 from vit_space.datasets import NUM_CLASSES
 from vit_space.evaluator import ProxyEvaluator
-from vit_space.jcm import WORST, correlations, jcm
+from vit_space.jcm import WORST, correlations, jcm, tied_pair_share
 from vit_space.models import build_model, transformer_blocks
 from vit_space.proxies import BASELINE_TREES
 from vit_space.scoring import ScalarMemo, StatsTable
@@ -267,7 +267,8 @@ def test_proxy_evaluator_params_kendall(autoformer_bench, tiny_cfg, session_cach
         assert result.datasets[column]["spearman"] == pytest.approx(stats.spearmanr(params, acc).statistic)
     assert result.valid
     assert result.jcm == pytest.approx(np.mean([result.datasets[c]["kendall"] for c in COLUMNS]))
-    assert set(result.as_json()) == {"jcm", "datasets"}
+    assert set(result.as_json()) == {"jcm", "datasets", "tied_pairs", "tied_share"}
+    assert result.as_json()["tied_share"] == pytest.approx(tied_pair_share(params))
     # an overflowing tree is invalid everywhere: WORST
     bad = ev.evaluate(tree("exp(exp(exp(msa_numel)))"))
     assert not bad.valid and bad.jcm == WORST
@@ -327,7 +328,7 @@ def test_rank_runner(rank_runs, autoformer_bench):
     assert list(report["proxies"]) == ["params", PARAMS_TREE]
     records = autoformer_bench.records[:10]
     for name, entry in report["proxies"].items():
-        assert set(entry) == {"datasets", "jcm"}
+        assert set(entry) == {"datasets", "jcm", "tied_pairs", "tied_share"}
         assert list(entry["datasets"]) == list(COLUMNS)
         for dataset, column in zip(DATASETS, COLUMNS):
             corr = entry["datasets"][column]

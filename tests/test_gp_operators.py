@@ -16,7 +16,7 @@ from gp.elitism import elitism_preserve
 from gp.fitness import REJECT_REASONS, MemoFitness
 from gp.mutation import MUTATIONS, _same_signature, make_mutation, mutate_nodes
 from gp.search import SearchConfig, make_toolbox
-from gp.selection import SELECTIONS, select_pool_topk, select_tournament
+from gp.selection import SELECTIONS, select_double, select_pool_topk, select_tournament
 from primitives import Scalar, generate_tree, parse_formula
 from vit_space.jcm import WORST
 from vit_space.terminals import vit_primitive_set
@@ -194,7 +194,8 @@ def test_tournament_returns_the_best_of_the_drawn():
         assert pick is max(drawn, key=value)
         not_global_best += pick is not best
     assert not_global_best > 100
-    assert SELECTIONS == {"topk": select_pool_topk, "tournament": select_tournament}
+    assert SELECTIONS == {"topk": select_pool_topk, "tournament": select_tournament,
+                          "double": select_double, "nsga2": select_tournament}
 
 
 # ------------------------------------------------------------------------------- elitism
@@ -222,6 +223,9 @@ class ScriptedToolbox:
         child = self.children[self.mutated]
         self.mutated += 1
         return child
+
+    def breed(self, parent, mates=()):
+        return self.mutate(parent)
 
     def evaluate(self, child):
         return self.results[id(child)]
@@ -331,6 +335,7 @@ def test_memo_fitness_rejects_and_memo():
     assert fit(tree(good2))[1] is None
     assert sorted(ev.score_calls) == sorted([nan, const, half, good, good2])
     assert ev.evaluate_calls == 2 and fit.evaluations == 5
+    assert set(fit.phenotypes) == {good, good2}  # valid formulas only
     assert set(fit.memo) == {nan, const, half, good, good2}
     assert {r for _, r in fit.memo.values()} - {None} <= set(REJECT_REASONS)
     # a 5-node tree is still allowed (the limit is "more than max_nodes")

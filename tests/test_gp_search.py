@@ -97,16 +97,26 @@ def test_same_seed_same_run_different_seed_different_run(setup, seed0_run, tmp_p
     history0 = (out0 / "history.json").read_text()
     assert (tmp_path / "again" / "history.json").read_text() == history0
     assert again["formula"] == result0["formula"]
-    assert read(tmp_path / "again" / "best.json") == read(out0 / "best.json")
+    timeless = lambda path: {k: v for k, v in read(path).items() if k != "seconds"}  # noqa: E731
+    assert timeless(tmp_path / "again" / "best.json") == timeless(out0 / "best.json")
     assert len(read(out0 / "history.json")) == TINY["iters"] + 1
     assert (tmp_path / "other" / "history.json").read_text() != history0
     assert other["config"]["seed"] == 1
 
 
-@pytest.mark.parametrize("mutate", ["node", "uniform"])  # uniform also draws from `random`
-def test_stop_and_resume_equals_uninterrupted(mutate, setup, seed0_run, tmp_path):
-    config = SearchConfig(seed=0, mutate=mutate, **TINY)
-    if mutate == "node":
+RESUMABLE = {  # uniform, crossover and the double tournament also draw from `random`
+    "node": {}, "uniform": dict(mutate="uniform"),
+    "cx-parsimony": dict(cxpb=0.5, parsimony=True, tie_tol=0.02, choose="cv"),
+    "double": dict(select="double", cxpb=0.3),
+    "nsga2": dict(select="nsga2", cxpb=0.5),
+    "random": dict(strategy="random", evals=60),
+}
+
+
+@pytest.mark.parametrize("variant", list(RESUMABLE))
+def test_stop_and_resume_equals_uninterrupted(variant, setup, seed0_run, tmp_path):
+    config = SearchConfig(seed=0, **{**TINY, **RESUMABLE[variant]})
+    if variant == "node":
         out0, result0 = seed0_run
     else:
         out0 = tmp_path / "uninterrupted"
@@ -131,7 +141,10 @@ def test_stop_and_resume_equals_uninterrupted(mutate, setup, seed0_run, tmp_path
     assert load_checkpoint(out / "checkpoint.json") == load_checkpoint(out0 / "checkpoint.json")
     # the memo came back with the checkpoint: nothing was evaluated twice
     assert result0["evaluations"] == len(load_checkpoint(out0 / "checkpoint.json")["memo"])
-    assert resumed["evaluations"] == result0["evaluations"] - evaluated_before
+    assert resumed["evaluations"] == result0["evaluations"]
+    assert resumed["evaluations_this_run"] == result0["evaluations"] - evaluated_before
+    assert read(out / "pareto.json") == read(out0 / "pareto.json")
+    assert read(out / "best.json")["hall_of_fame"] == read(out0 / "best.json")["hall_of_fame"]
 
 
 def test_toolbox_hook_operator_is_used(setup, tmp_path):
@@ -169,12 +182,18 @@ def test_outputs(reference, cli_common, tmp_path):
     assert {"formula", "space", "config", "search", "test"} <= set(best)
     assert best["space"] == "autoformer"
     for split in ("search", "test"):
-        assert set(best[split]) == {"jcm", "datasets"}
+        assert set(best[split]) == {"jcm", "datasets", "tied_pairs", "tied_share"}
+        assert 0 <= best[split]["tied_share"] <= 1
         assert set(best[split]["datasets"]) == {COLUMN}
     assert best["config"]["pop"] == 6 and best["config"]["iters"] == 40
     assert best["config"]["archs"] == 12 and best["config"]["datasets"] == [DATASETS]
     history = read(reference / "history.json")
     assert isinstance(history, list) and [h["iter"] for h in history] == list(range(41))
+    # one tie-break rule: history's last best formula is best.json's (issue 13, item 8)
+    assert history[-1]["best_formula"] == best["formula"] and best["choice"] == "best"
+    # phenotype duplicates never enter: every member ranks the search archs its own way
+    assert all(h["phenotypes"] == 6 for h in history)
+    assert best["evaluations"] == history[-1]["evaluations"] > 0 and best["seconds"] >= 0
     for h in history:
         assert {"iter", "best", "mean", "tries", "rejects"} <= set(h)
         assert h["mean"] <= h["best"] + 1e-12 and 0 <= h["rejects"] <= h["tries"]
@@ -379,3 +398,103 @@ def test_bad_search_values_exit_2(flags, flag, cli_common, tmp_path, capsys):
     line = one_line(err)
     assert code == 2 and flag in line and flags[1] in line
     assert not (tmp_path / "o" / "checkpoint.json").exists()
+
+
+# ---------------------------------------------------------------------------- discovery (issue 10)
+
+def test_random_strategy_uses_the_evaluations_of_the_compared_budget(setup, tmp_path):
+    """--strategy random spends exactly the evaluations an evolution spent, drawn from the
+    initial population's generator, and ends with the same kind of result files."""
+    evolved = evolve(setup, SearchConfig(seed=0, pop=6, iters=1000, evals=40, cxpb=0.5,
+                                         choose="cv"), tmp_path / "evolve")
+    assert evolved["finished"] and 40 <= evolved["evaluations"] < 40 + 10  # stops at the budget
+    drawn = evolve(setup, SearchConfig(seed=0, pop=6, strategy="random", choose="cv",
+                                       evals=evolved["evaluations"]), tmp_path / "random")
+    assert drawn["finished"] and drawn["evaluations"] == evolved["evaluations"]
+    history = read(tmp_path / "random" / "history.json")
+    assert history[-1]["evaluations"] == evolved["evaluations"]
+    assert all(h["phenotypes"] == 6 for h in history)
+    # the first population is drawn as the evolution's is (same generator, same seed)
+    assert history[0] == read(tmp_path / "evolve" / "history.json")[0]
+    assert drawn["choice"] == "cv" and drawn["formula"] in {r["formula"] for r in drawn["hall_of_fame"]}
+
+
+def test_nsga2_front_is_non_dominated(setup, tmp_path):
+    result = evolve(setup, SearchConfig(seed=0, pop=8, iters=4, select="nsga2", cxpb=0.5),
+                    tmp_path)
+    assert result["finished"]
+    front = read(tmp_path / "pareto.json")
+    population = load_checkpoint(tmp_path / "checkpoint.json")["population"]
+    pset = vit_primitive_set()
+    members = [(v, len(parse_formula(f, pset))) for f, v in population]
+    assert front and len(front) <= len(members)
+
+    def dominates(a, b):  # JCM up, size down
+        return a[0] >= b[0] and a[1] <= b[1] and a != b
+    for entry in front:
+        point = (entry["jcm"], entry["size"])
+        assert point in members and not any(dominates(m, point) for m in members)
+    # every member off the front is dominated by one on it
+    on_front = {(e["jcm"], e["size"]) for e in front}
+    for m in members:
+        assert m in on_front or any(dominates(p, m) for p in on_front)
+
+
+def shuffled_test_accuracies(setup):
+    """The same setup with the test archs' accuracies permuted among themselves."""
+    import dataclasses
+    from vit_space.bench import Bench, column_for
+    records = [dict(r) for r in setup.bench.records]
+    test = setup.bench.split("test", setup.split_seed)
+    column = column_for(DATASETS, "kd", "autoformer")
+    values = [records[i][column] for i in test]
+    for i, v in zip(test, values[1:] + values[:1]):
+        records[i][column] = v
+    return dataclasses.replace(setup, bench=Bench(setup.bench.space, setup.bench.path, records))
+
+
+def test_cross_validated_choice_never_reads_test_archs(setup, tmp_path):
+    """Corrupting the test accuracies changes the test JCMs reported, and nothing else: the hall
+    of fame, its fold JCMs and the cross-validated choice come from the search split alone."""
+    config = SearchConfig(seed=0, pop=6, iters=10, choose="cv", hof=6)
+    clean = evolve(setup, config, tmp_path / "clean")
+    corrupt = evolve(shuffled_test_accuracies(setup), config, tmp_path / "corrupt")
+    assert clean["hall_of_fame"] == corrupt["hall_of_fame"] and len(clean["hall_of_fame"]) >= 2
+    assert clean["formula"] == corrupt["formula"] and clean["search"] == corrupt["search"]
+    assert clean["test"]["jcm"] != corrupt["test"]["jcm"]  # the corruption did reach the test part
+    chosen = max(clean["hall_of_fame"], key=lambda r: r["cv_score"])
+    assert clean["formula"] == chosen["formula"]
+    for row in clean["hall_of_fame"]:
+        assert row["cv_score"] == pytest.approx(row["fold_mean"] - row["fold_se"])
+    # the paper preset answers with the best JCM and reports the cross-validated choice beside
+    paper = evolve(setup, SearchConfig(seed=0, pop=6, iters=10, hof=6), tmp_path / "paper")
+    assert paper["choice"] == "best" and paper["beside"]["rule"] == "cv"
+    assert paper["beside"]["formula"] == chosen["formula"]
+
+
+def test_split_seed_reuses_the_statistics_cache(setup, cli_common, tmp_path):
+    import dataclasses
+    before = cache_files(setup.cache.root)
+    other = dataclasses.replace(setup, split_seed=3)
+    assert other.bench.split("search", 3) != setup.bench.split("search", setup.split_seed)
+    result = evolve(other, SearchConfig(seed=0, pop=6, iters=3), tmp_path)
+    assert result["finished"] and result["config"]["split_seed"] == 3
+    assert result["config"]["stats"]["seed"] == setup.cfg.seed  # the batch is unchanged
+    assert cache_files(setup.cache.root) == before  # no new extraction
+    # and from the command line: --split-seed is part of the run's identity
+    out = tmp_path / "cli"
+    evolve_runner.main(cli_common + ["--split-seed", "3", "--pop", "6", "--iters", "2", "--out", str(out)])
+    assert read(out / "best.json")["config"]["split_seed"] == 3
+    assert cache_files(setup.cache.root) == before
+
+
+@pytest.mark.parametrize("variant", ["nsga2", "random"])
+def test_joblib_map_gives_the_sequential_result(variant, setup, tmp_path):
+    """toolbox.map over joblib threads (--jobs 2) evaluates the same batches to the same run."""
+    import dataclasses
+    config = SearchConfig(seed=0, pop=6, iters=3, **{"nsga2": dict(select="nsga2", cxpb=0.5),
+                                                     "random": dict(strategy="random", evals=30)}[variant])
+    one = evolve(setup, config, tmp_path / "one")
+    two = evolve(dataclasses.replace(setup, n_jobs=2), config, tmp_path / "two")
+    assert (tmp_path / "one" / "history.json").read_text() == (tmp_path / "two" / "history.json").read_text()
+    assert one["formula"] == two["formula"] and one["hall_of_fame"] == two["hall_of_fame"]

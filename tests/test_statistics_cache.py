@@ -1,7 +1,10 @@
 """ViT statistics (shapes, sketches, agreement with the model's own tensors), the on-disk cache
-(hits, keys, corruption recovery, atomic writes), the synthetic batch, and runners/extract.py."""
+(hits, keys, corruption recovery, atomic writes, stack files), models built on their device, the
+malloc arena cap, the synthetic batch, and runners/extract.py."""
 import dataclasses
+import hashlib
 import os
+import platform
 import subprocess
 import sys
 import warnings
@@ -14,13 +17,19 @@ import torch
 import torch.nn.functional as F
 
 import vit_space.cache as cache_mod
+import vit_space.malloc as malloc_mod
+from primitives import parse_formula
 from vit_space.batches import make_batch, synthetic_batch
 from vit_space.atomic import atomic_dump
 from vit_space.cache import StatsCache
 from vit_space.datasets import NUM_CLASSES
 from vit_space.errors import BadInput
 from vit_space.models import build_model, transformer_blocks
+from vit_space.parallel import fill_cache
+from vit_space.scoring import StatsTable
+from vit_space.stacking import signature, stack_in_place, stack_items
 from vit_space.statistics import SCALAR_FIELDS, TENSOR_FIELDS, StatsConfig, extract_stats
+from vit_space.terminals import vit_primitive_set
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG, BATCH = 32, 4
@@ -281,6 +290,18 @@ def test_cache_keys_differ_per_input(tmp_path, af_arch, pit_arch, tiny_cfg):
     assert len(set(keys) | {tiny_cfg.key("autoformer", af_arch, "c100")}) == len(variants) + 1
 
 
+def test_gpu_entries_are_kept_apart_from_cpu_ones(tmp_path, af_arch, tiny_cfg):
+    """CUDA draws other initial weights than the CPU: its entries (same keys, same format) and
+    stacks live in their own folders, so a cache never mixes the two; the CPU layout is as before."""
+    item = ("autoformer", af_arch, "c100")
+    cpu, gpu = StatsCache(tmp_path), StatsCache(tmp_path, device="cuda:0")
+    assert cpu.path(*item, tiny_cfg) == (tmp_path / f"stats-v{cache_mod.STATS_VERSION}" / "autoformer"
+                                         / f"{tiny_cfg.key(*item)}.joblib")
+    assert gpu.path(*item, tiny_cfg).name == cpu.path(*item, tiny_cfg).name
+    assert gpu.path(*item, tiny_cfg).parent != cpu.path(*item, tiny_cfg).parent
+    assert gpu.stack_path([item], tiny_cfg).parent != cpu.stack_path([item], tiny_cfg).parent
+
+
 def _truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
@@ -352,6 +373,216 @@ def test_atomic_dump_replaces(tmp_path):
     atomic_dump({"x": 2}, target)
     assert joblib.load(target) == {"x": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["entry.joblib"]
+
+
+def test_entry_checksum_is_blake2b_of_the_arrays_bytes(stats):
+    """The entries' checksum format is fixed (entries written by earlier versions stay valid):
+    blake2b-128 over each block's field names and array bytes, scalars by repr."""
+    s = stats["pit", "c100", "sketch"]
+    digest = hashlib.blake2b(digest_size=16)
+    for block in s["blocks"]:
+        for name in sorted(block):
+            digest.update(name.encode())
+            value = block[name]
+            digest.update(value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode())
+    assert cache_mod._checksum(s) == digest.hexdigest()
+
+
+# ---------------------------------------------------------------- stack files
+
+STACK_TREES = ("add(msa_numel, mlp_numel)",
+               "add(mean_abs(mul(msa_w, msa_g)), frobenius(matmul(gram(mlp_ga), msa_a)))",
+               "sum(mul(mlp_a, mlp_ga))")
+
+
+@pytest.fixture(scope="module")
+def stack_setup(tmp_path_factory, autoformer_bench, tiny_cfg):
+    """A cache holding 3 AutoFormer archs (several block shapes) x 2 data sets, and those items."""
+    items = [("autoformer", r["arch"], d) for d in ("c100", "chaoyang") for r in autoformer_bench.records[:3]]
+    cache = StatsCache(tmp_path_factory.mktemp("stack_cache"))
+    fill_cache(cache, items, tiny_cfg, progress=False)
+    return cache.root, items
+
+
+def _assert_same_stack(a, b):
+    assert a.n_items == b.n_items and len(a.groups) == len(b.groups)
+    for x, y in zip(a.groups, b.groups):
+        assert list(x) == list(y)
+        for k in x:
+            assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), k
+
+
+def _entries(root, items, cfg):
+    return [StatsCache(root).get(*item, cfg) for item in items]
+
+
+def test_stack_in_place_equals_the_one_pass_stack(stack_setup, tiny_cfg):
+    root, items = stack_setup
+    entries = _entries(root, items, tiny_cfg)
+    one_pass = stack_items(iter(entries))
+    assert len(one_pass.groups) > 1 and one_pass.n_items == len(items)
+    two_pass = stack_in_place(len(entries), lambda i: [signature(b) for b in entries[i]["blocks"]],
+                              lambda i: entries[i])
+    _assert_same_stack(one_pass, two_pass)
+
+
+def test_stack_file_is_written_once_then_read_alone(stack_setup, tiny_cfg, monkeypatch):
+    root, items = stack_setup
+    cache = StatsCache(root)
+    path = cache.stack_path(items, tiny_cfg)
+    path.unlink(missing_ok=True)
+    built = cache.stacked(items, tiny_cfg)
+    assert path.is_file() and path.suffix == ".stack" and cache.misses == 0
+    assert cache.disk_bytes() == path.stat().st_size + sum(cache.path(*i, tiny_cfg).stat().st_size for i in items)
+    entries = _entries(root, items, tiny_cfg)
+    _assert_same_stack(built, stack_items(entries))
+
+    def no_entry(*a, **k):
+        raise AssertionError("a stored stack must not read the entries")
+    monkeypatch.setattr(StatsCache, "get", no_entry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read = StatsCache(root).stacked(items, tiny_cfg)
+    _assert_same_stack(read, built)
+    # the same scores, bit for bit, as a table stacked from the entries
+    for text in STACK_TREES:
+        t = parse_formula(text, vit_primitive_set())
+        np.testing.assert_array_equal(StatsTable(read).scores(t), StatsTable(entries).scores(t))
+    # another list of items (here: another order) is another stack
+    assert cache.stack_path(items[::-1], tiny_cfg) != path
+    assert cache.stack_path(items, dataclasses.replace(tiny_cfg, seed=1)) != path
+    _no_tmp(root)
+
+
+def _tampered_stack(path):
+    stack = joblib.load(path)
+    stack["groups"][0]["msa_g"][0, 0, 0] += 1.0
+    joblib.dump(stack, path)
+
+
+def _foreign_stack(path):
+    stack = joblib.load(path)
+    stack["keys"] = stack["keys"][::-1]
+    joblib.dump(stack, path)
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip, _tampered_stack, _foreign_stack, _not_an_entry, _empty],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_damaged_stack_is_reported_and_rebuilt(stack_setup, tiny_cfg, damage):
+    root, items = stack_setup
+    StatsCache(root).stacked(items, tiny_cfg)  # the stack file exists (dropped: it is mapped)
+    path = StatsCache(root).stack_path(items, tiny_cfg)
+    good = stack_items(_entries(root, items, tiny_cfg))
+    damage(path)
+    cache = StatsCache(root)
+    with pytest.warns(UserWarning, match=r"is corrupted .*recomputing"):
+        again = cache.stacked(items, tiny_cfg)
+    assert cache.recovered == 1 and cache.misses == 0  # rebuilt from the entries, none extracted
+    _assert_same_stack(again, good)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_same_stack(StatsCache(root).stacked(items, tiny_cfg), good)
+    _no_tmp(root)
+
+
+# ---------------------------------------------------------------- models on a device, memory
+
+WEIGHT_DIGESTS = {  # sha256 of the 32 px, 100-class models' state dicts, as built before models
+    "autoformer": "f27c38b6637a2b10dbd2c5ceddce8ed9",  # were built on their target device
+    "pit": "fc19335c44d463b9f96407c52ca9e138",
+}
+
+
+def _weights_digest(model):
+    digest = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+@pytest.mark.parametrize("space", ["autoformer", "pit"])
+def test_cpu_weights_unchanged(space, af_arch, pit_arch):
+    """Building on the target device changes nothing on the CPU: the same weights, bit for bit,
+    hence the same statistics and cached entries."""
+    arch = af_arch if space == "autoformer" else pit_arch
+    assert _weights_digest(build_model(space, arch, 100, IMG)) == WEIGHT_DIGESTS[space]
+    assert _weights_digest(build_model(space, arch, 100, IMG, device="cpu")) == WEIGHT_DIGESTS[space]
+
+
+@pytest.mark.parametrize("space", ["autoformer", "pit"])
+def test_parameters_built_on_the_target_device(space, af_arch, pit_arch):
+    """Every parameter is created on the device asked for (here 'meta': no GPU needed), and the
+    caller's random state is left alone."""
+    arch = af_arch if space == "autoformer" else pit_arch
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    model = build_model(space, arch, 100, IMG, device="meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {b.device.type for b in model.buffers()} <= {"meta"}
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+ARENA_PROBE = """
+import ctypes, sys, tempfile, threading
+if sys.argv[1] == "import":
+    import vit_space
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.fopen.restype = ctypes.c_void_p
+libc.malloc_info.argtypes, libc.fclose.argtypes = [ctypes.c_int, ctypes.c_void_p], [ctypes.c_void_p]
+barrier = threading.Barrier(8)
+def work():  # 8 threads alive at once, each mallocs: glibc gives each its own arena if allowed
+    p = libc.malloc(4096)
+    barrier.wait()
+    libc.free(p)
+threads = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+with tempfile.NamedTemporaryFile("r") as f:
+    fp = libc.fopen(f.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(f.read().count("<heap nr="))
+"""
+
+
+def test_freed_memory_is_trimmed_only_past_the_growth_threshold(monkeypatch):
+    calls = []
+
+    class FakeLibc:
+        def malloc_trim(self, pad):
+            calls.append(pad)
+    monkeypatch.setattr(malloc_mod, "_glibc", lambda: FakeLibc())
+    monkeypatch.setattr(malloc_mod, "_resident_after_trim", [0])
+    resident = [100 * 2**20]
+    monkeypatch.setattr(malloc_mod, "resident_bytes", lambda: resident[0])
+    malloc_mod.release_freed_memory()  # no threshold: always
+    assert calls == [0] and malloc_mod._resident_after_trim == [100 * 2**20]
+    resident[0] += 10 * 2**20
+    malloc_mod.release_freed_memory(grown=64 * 2**20)  # grown by 10 MiB only: kept
+    assert calls == [0]
+    resident[0] += 60 * 2**20
+    malloc_mod.release_freed_memory(grown=64 * 2**20)  # grown by 70 MiB: trimmed
+    assert calls == [0, 0] and malloc_mod._resident_after_trim == [170 * 2**20]
+    monkeypatch.setattr(malloc_mod, "_glibc", lambda: None)  # not glibc: nothing happens
+    malloc_mod.release_freed_memory()
+    assert calls == [0, 0]
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
+                    reason="malloc arenas are glibc's")
+def test_importing_the_package_caps_malloc_arenas():
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+    def arenas(mode):
+        out = subprocess.run([sys.executable, "-c", ARENA_PROBE, mode], cwd=ROOT, env=env,
+                             capture_output=True, text=True, check=True)
+        return int(out.stdout)
+    assert arenas("bare") > 2  # what glibc does on its own: one arena per thread here
+    assert arenas("import") <= malloc_mod.ARENAS
 
 
 # ---------------------------------------------------------------- the batch

@@ -2,10 +2,12 @@
 
 Candidates are bench-format arch dicts, so anything found here can be built, ranked or written
 to JSON like a bench record. Budgets are checked on the model's true size (224 px by default)
-with an analytic count that is exact for both spaces (tests compare it with the built model and
-the `flops` baseline), because a search checks thousands of candidates and a build costs ~0.1 s.
-A candidate over budget is never scored. Scores are computed on the fly and memoised per arch:
-tree proxies read the statistics cache, direct baselines build the model and call the baseline.
+with the analytic counts of vit_space.costs; a candidate over budget is never scored. Scores are
+computed on the fly, memoised per arch, and each candidate costs only what its proxy needs
+(`proxy_needs`): #params and FLOPs are counted (no model), trees over module sizes alone read a
+meta-device model (no weights), only proxies that read weights build the model, and only those
+that read data run the batch. Candidates' statistics stay in memory (the shared cache is read,
+never written, unless keep_stats). Score ties are broken by a declared key (TIE_KEYS).
 """
 from __future__ import annotations
 
@@ -19,92 +21,21 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from deap import base, creator
+from deap import base, creator, gp
 
 from vit_space.baselines import BASELINES
 from vit_space.batches import make_batch
 from vit_space.bench import column_for
 from vit_space.cache import StatsCache
+from vit_space.costs import ANALYTIC_BASELINES, arch_cost, counted_cost, meta_model  # noqa: F401
 from vit_space.datasets import NUM_CLASSES
 from vit_space.errors import BadInput, check_flags
-from vit_space.models import MODEL_BUILDERS, build_model
+from vit_space.models import build_model, transformer_blocks
+from vit_space.parallel import release_freed_memory, run_parallel
 from vit_space.ranking import proxy_scores
 from vit_space.scoring import StatsTable
 from vit_space.spaces import arch_key, get_space
-from vit_space.statistics import StatsConfig
-
-# ---------------------------------------------------------------- cost: params and FLOPs
-
-PATCH_IN = 3 * 16 * 16  # inputs of one 16x16 RGB patch (both spaces' stems)
-
-
-def _block_cost(dim: int, ratio: float, tokens: int) -> tuple:
-    """One timm Block: LayerNorms, qkv+proj (with bias), MLP; FLOPs as FlopCounterMode counts them
-    (2 per multiply-add of the linears, 4*T^2*D for the two attention matmuls)."""
-    hidden = int(dim * ratio)
-    params = 4 * dim * dim + 2 * dim * hidden + 9 * dim + hidden
-    flops = 2 * tokens * (4 * dim * dim + 2 * dim * hidden) + 4 * tokens * tokens * dim
-    return params, flops
-
-
-def _autoformer_cost(arch: dict, img_size: int, num_classes: int) -> tuple:
-    dim, patches = arch["hidden_dim"], (img_size // 16) ** 2
-    tokens = patches + 1
-    params = PATCH_IN * dim + dim + dim + tokens * dim + 2 * dim + dim * num_classes + num_classes
-    flops = 2 * PATCH_IN * dim * patches + 2 * dim * num_classes
-    for ratio in arch["mlp_ratio"]:
-        p, f = _block_cost(dim, ratio, tokens)
-        params, flops = params + p, flops + f
-    return params, flops
-
-
-def _pit_cost(arch: dict, img_size: int, num_classes: int) -> tuple:
-    widths = [arch["base_dim"] * h for h in arch["num_heads"]]  # buildable: validate() checked
-    grid = (img_size - 16) // 8 + 1
-    params = PATCH_IN * widths[0] + widths[0] + widths[0] * grid * grid + widths[0]
-    flops = 2 * PATCH_IN * widths[0] * grid * grid
-    for i, (width, depth) in enumerate(zip(widths, arch["depth"])):
-        if i:  # pooling: depthwise 3x3 stride-2 conv on the tokens, linear on the class token
-            grid = (grid - 1) // 2 + 1
-            prev = widths[i - 1]
-            params += 10 * width + prev * width + width
-            flops += 2 * 9 * width * grid * grid + 2 * prev * width
-        p, f = _block_cost(width, arch["mlp_ratio"], grid * grid + 1)
-        params, flops = params + depth * p, flops + depth * f
-    last = widths[-1]
-    return params + 2 * last + last * num_classes + num_classes, flops + 2 * last * num_classes
-
-
-ANALYTIC_COSTS = {"autoformer": _autoformer_cost, "pit": _pit_cost}
-_COSTS: dict = {}
-_MAX_COSTS = 200_000  # memo entries kept (a long search checks many candidates)
-
-
-def counted_cost(space: str, arch: dict, img_size: int = 224, num_classes: int = 100) -> tuple:
-    """(params, FLOPs) counted on the model built on the meta device (no memory, no init) with
-    the `flops` baseline: the reference the analytic counts are tested against."""
-    get_space(space).validate(arch)
-    try:
-        with torch.device("meta"):
-            model = MODEL_BUILDERS[space](arch, num_classes, img_size)
-    except (ValueError, RuntimeError, AssertionError) as exc:
-        raise BadInput(f"arch: cannot be built ({str(exc)[:80]})") from None
-    images = torch.zeros(1, 3, img_size, img_size, device="meta")
-    flops = BASELINES["flops"].fn(model, images, None)
-    return sum(p.numel() for p in model.parameters()), int(flops)
-
-
-def arch_cost(space: str, arch: dict, img_size: int = 224, num_classes: int = 100) -> tuple:
-    """(params, FLOPs of one image), memoised per arch; BadInput if the arch cannot be built."""
-    key = (space, arch_key(arch), img_size, num_classes)
-    if key not in _COSTS:
-        if len(_COSTS) >= _MAX_COSTS:
-            _COSTS.clear()
-        get_space(space).validate(arch)
-        count = ANALYTIC_COSTS.get(space)
-        _COSTS[key] = (count(arch, img_size, num_classes) if count
-                       else counted_cost(space, arch, img_size, num_classes))
-    return _COSTS[key]
+from vit_space.statistics import TENSOR_FIELDS, StatsConfig, extract_stats
 
 
 @dataclass(frozen=True)
@@ -243,49 +174,145 @@ def sample_fitting(space: str, rng: random.Random, constraints: Constraints, n: 
 
 # ---------------------------------------------------------------- scoring
 
-class ArchScorer:
-    """proxy score of any arch of `space` on one data set, memoised per arch. Callable."""
+STRUCTURE_TERMINALS = frozenset({"msa_numel", "mlp_numel", "one"})
 
-    def __init__(self, proxy, space: str, cfg: StatsConfig, cache: StatsCache, dataset: str = "c100",
-                 device: str = "cpu", aggregate: str = "sum"):
-        column_for(dataset, "kd", space)  # validates the data set for the space
+
+def proxy_needs(proxy) -> str:
+    """What scoring PROXY on a new arch takes: "cost" (the analytic count), "structure" (module
+    sizes of a meta-device model), "weights" (a built model) or "data" (the batch through it)."""
+    if proxy.formula is None:
+        if proxy.name in ANALYTIC_BASELINES:
+            return "cost"
+        return "data" if BASELINES[proxy.name].needs_data else "weights"
+    used = {node.value for node in proxy.tree if isinstance(node, gp.Terminal)}
+    return "structure" if used <= STRUCTURE_TERMINALS else "data"
+
+
+def structure_stats(space: str, arch: dict, img_size: int, num_classes: int) -> dict:
+    """Statistics with only the modules' sizes (the tensors empty): enough for trees over sizes,
+    and equal to what extraction records for them."""
+    empty = np.zeros((0,), np.float32)
+    return {"blocks": [{**{field: empty for field in TENSOR_FIELDS},
+                        "msa_numel": float(b.attn.qkv.weight.numel() + b.attn.proj.weight.numel()),
+                        "mlp_numel": float(b.mlp.fc1.weight.numel() + b.mlp.fc2.weight.numel())}
+                       for b in transformer_blocks(meta_model(space, arch, img_size, num_classes))]}
+
+
+class CandidateScorer:
+    """The score of one candidate, computed with only what the proxy needs. Picklable (the parsed
+    tree and the batch are rebuilt lazily), so joblib workers can run it."""
+
+    def __init__(self, proxy, space: str, cfg: StatsConfig, cache: StatsCache, dataset: str,
+                 device: str = "cpu", aggregate: str = "sum", keep_stats: bool = False):
         self.proxy, self.space, self.cfg, self.cache = proxy, space, cfg, cache
-        self.dataset, self.device, self.aggregate = dataset, device, aggregate
-        self.tree = proxy.tree if proxy.formula is not None else None
-        self.baseline = None if self.tree is not None else BASELINES[proxy.name]
-        self.memo: dict = {}
-        self._batch = None
+        self.dataset, self.device, self.aggregate, self.keep_stats = dataset, device, aggregate, keep_stats
+        self.needs = proxy_needs(proxy)
+        self._tree = self._batch = None
 
-    @classmethod
-    def from_setup(cls, proxy, setup, aggregate: str = "sum") -> "ArchScorer":
-        """Scores on the first data set of the run's --datasets."""
-        return cls(proxy, setup.bench.space, setup.cfg, setup.cache, setup.datasets[0],
-                   setup.device, aggregate)
+    def __getstate__(self):
+        return {**self.__dict__, "_tree": None, "_batch": None}
 
-    def __call__(self, arch: dict) -> float:
-        key = arch_key(arch)
-        if key not in self.memo:
-            self.memo[key] = self._compute(plain(arch))
-        return self.memo[key]
-
-    def _compute(self, arch: dict) -> float:
-        cfg = self.cfg
-        if self.tree is not None:
-            stats = self.cache.get(self.space, arch, self.dataset, cfg)
-            return float(StatsTable([stats], self.device, self.aggregate).scores(self.tree)[0])
-        model = build_model(self.space, arch, NUM_CLASSES[self.dataset], cfg.img_size).to(self.device)
-        if self.baseline.needs_data:
+    def score(self, arch: dict, threads: int = 0) -> float:
+        if threads:
+            torch.set_num_threads(threads)
+        cfg, classes = self.cfg, NUM_CLASSES[self.dataset]
+        if self.needs == "cost":
+            return ANALYTIC_BASELINES[self.proxy.name](arch_cost(self.space, arch, cfg.img_size, classes))
+        if self.proxy.formula is not None:
+            if self._tree is None:
+                self._tree = self.proxy.tree
+            stats = (structure_stats(self.space, arch, cfg.img_size, classes)
+                     if self.needs == "structure" else self.statistics(arch))
+            return float(StatsTable([stats], self.device, self.aggregate).scores(self._tree)[0])
+        model = build_model(self.space, arch, classes, cfg.img_size).to(self.device)
+        if self.needs == "data":
             if self._batch is None:
                 self._batch = make_batch(self.dataset, cfg.batch_size, cfg.img_size, cfg.seed, cfg.data_root)
             images, labels = self._batch
         else:  # only the input shape matters
             images, labels = torch.zeros(1, 3, cfg.img_size, cfg.img_size), torch.zeros(1, dtype=torch.long)
-        value = self.baseline.fn(model, images.to(self.device), labels.to(self.device), scope="all")
-        return float(value)
+        return float(BASELINES[self.proxy.name].fn(model, images.to(self.device),
+                                                    labels.to(self.device), scope="all"))
+
+    def statistics(self, arch: dict) -> dict:
+        """A cached entry if one exists (read only); else extracted and kept in memory for this
+        score alone, unless keep_stats asks to store it in the cache."""
+        if self.keep_stats:
+            return self.cache.get(self.space, arch, self.dataset, self.cfg)
+        stats = self.cache.load(self.cache.path(self.space, arch, self.dataset, self.cfg))
+        if stats is None:
+            stats = extract_stats(self.space, arch, self.dataset, self.cfg, self.device)
+            release_freed_memory()
+        return stats
+
+
+class ArchScorer:
+    """proxy score of any arch of `space` on one data set, memoised per arch. Callable on one arch;
+    `many` scores a batch of candidates with a progress bar, over `n_jobs` joblib workers."""
+
+    def __init__(self, proxy, space: str, cfg: StatsConfig, cache: StatsCache, dataset: str = "c100",
+                 device: str = "cpu", aggregate: str = "sum", keep_stats: bool = False,
+                 n_jobs: int = 1, backend: str = "loky", scheduler: Optional[str] = None,
+                 progress: bool = False):
+        column_for(dataset, "kd", space)  # validates the data set for the space
+        self.proxy, self.space, self.cfg, self.cache, self.dataset = proxy, space, cfg, cache, dataset
+        self.candidate = CandidateScorer(proxy, space, cfg, cache, dataset, device, aggregate, keep_stats)
+        self.n_jobs, self.backend, self.scheduler, self.progress = n_jobs, backend, scheduler, progress
+        self.memo: dict = {}
+
+    @property
+    def needs(self) -> str:
+        return self.candidate.needs
+
+    @classmethod
+    def from_setup(cls, proxy, setup, aggregate: str = "sum", keep_stats: bool = False) -> "ArchScorer":
+        """Scores on the first data set of the run's --datasets, with the run's --jobs."""
+        return cls(proxy, setup.bench.space, setup.cfg, setup.cache, setup.datasets[0], setup.device,
+                   aggregate, keep_stats, setup.n_jobs, setup.backend, setup.scheduler, setup.progress)
+
+    def __call__(self, arch: dict) -> float:
+        key = arch_key(arch)
+        if key not in self.memo:
+            self.memo[key] = self.candidate.score(plain(arch))
+        return self.memo[key]
+
+    def many(self, archs: list, desc: str = "score candidates") -> list:
+        """Scores of ARCHS in order; each distinct new arch is scored once."""
+        todo: dict = {}
+        for arch in archs:
+            key = arch_key(arch)
+            if key not in self.memo and key not in todo:
+                todo[key] = plain(arch)
+        if todo:
+            analytic = self.needs == "cost"  # microseconds each: no workers, no bar
+            jobs, backend = (1, "sequential") if analytic else (self.n_jobs, self.backend)
+            tasks = [(arch, 1 if jobs != 1 else 0) for arch in todo.values()]
+            values = run_parallel(self.candidate.score, tasks, jobs, backend, self.scheduler, desc,
+                                  self.progress and not analytic)
+            self.memo.update(zip(todo, values))
+        return [self.memo[arch_key(arch)] for arch in archs]
+
+
+def score_all(score: Callable, archs: list, desc: str = "score candidates") -> list:
+    """A batch of scores: through the scorer's `many` (parallel, progress) where it has one."""
+    many = getattr(score, "many", None)
+    return many(archs, desc) if many else [score(arch) for arch in archs]
 
 
 def _order(score: float) -> float:
     return score if math.isfinite(score) else -math.inf
+
+
+# Second keys that break score ties, on the (params, FLOPs) of the full-size model: the larger
+# model first (#params is itself one of the better proxies on both benches); "none": arch order.
+TIE_KEYS = {"params": lambda cost: -cost[0], "flops": lambda cost: -cost[1], "none": lambda cost: 0}
+TIE_WORDS = {"params": "more #params first", "flops": "more FLOPs first", "none": "arch order"}
+
+
+def ranking_key(space: str, constraints: "Constraints", tie_key: str = "params") -> Callable:
+    """Sort key of (arch, score), best first: score, then the declared tie key, then the arch."""
+    tie = TIE_KEYS[tie_key]
+    return lambda arch, score: (-_order(score), tie(constraints.cost(space, arch)), arch_key(arch))
 
 
 # ---------------------------------------------------------------- strategies
@@ -302,12 +329,14 @@ class ArchSearchConfig:
     mutpb: float = 0.9
     tournsize: int = 3
     max_tries: int = 50
+    tie_key: str = "params"
 
     def validate(self) -> "ArchSearchConfig":
         checks = [("--strategy", self.strategy in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
                   ("--samples", self.samples >= 1, "an integer >= 1"),
                   ("--pop", self.pop >= 2, "an integer >= 2"), ("--gens", self.gens >= 0, ">= 0"),
-                  ("--top", self.top >= 1, "an integer >= 1")]
+                  ("--top", self.top >= 1, "an integer >= 1"),
+                  ("--tie-key", self.tie_key in TIE_KEYS, f"one of {', '.join(TIE_KEYS)}")]
         check_flags(self, checks)
         return self
 
@@ -315,7 +344,8 @@ class ArchSearchConfig:
 def random_strategy(space: str, score: Callable, constraints: Constraints, config: ArchSearchConfig,
                     rng: random.Random) -> list:
     """Score `samples` distinct uniform archs within budget."""
-    return [(arch, score(arch)) for arch in sample_fitting(space, rng, constraints, config.samples)]
+    archs = sample_fitting(space, rng, constraints, config.samples)
+    return list(zip(archs, score_all(score, archs)))
 
 
 def ensure_arch_classes():
@@ -327,9 +357,9 @@ def ensure_arch_classes():
     return creator.ArchIndividual
 
 
-def _tournament(population: list, rng: random.Random, size: int):
-    return max(rng.sample(population, min(size, len(population))),
-               key=lambda ind: (_order(ind.fitness.values[0]), arch_key(ind)))
+def _tournament(population: list, rng: random.Random, size: int, key: Callable):
+    return min(rng.sample(population, min(size, len(population))),
+               key=lambda ind: key(ind, ind.fitness.values[0]))
 
 
 def make_arch_toolbox(space: str, score: Callable, constraints: Constraints,
@@ -345,7 +375,8 @@ def make_arch_toolbox(space: str, score: Callable, constraints: Constraints,
         mutate_arch(space, ind, rng, constraints, config.max_tries)))
     tb.register("mate", lambda a, b: tuple(tb.individual(c) for c in crossover_archs(
         space, a, b, rng, constraints, config.max_tries)))
-    tb.register("select", _tournament, rng=rng, size=config.tournsize)
+    tb.register("select", _tournament, rng=rng, size=config.tournsize,
+                key=ranking_key(space, constraints, config.tie_key))
     return tb
 
 
@@ -354,28 +385,28 @@ def evolve_strategy(space: str, score: Callable, constraints: Constraints, confi
     """(mu + lambda) evolution: tournament parents, crossover and/or mutation, then the best `pop`
     distinct archs of parents and offspring survive (elitist)."""
     tb = make_arch_toolbox(space, score, constraints, config, rng)
+    key = ranking_key(space, constraints, config.tie_key)
     seen: dict = {}
 
-    def evaluate(inds):
-        for ind in inds:
-            ind.fitness.values = tb.evaluate(ind)
-            seen.setdefault(arch_key(ind), (plain(ind), ind.fitness.values[0]))
+    def evaluate(inds, desc):
+        for ind, value in zip(inds, score_all(score, [plain(ind) for ind in inds], desc)):
+            ind.fitness.values = (value,)
+            seen.setdefault(arch_key(ind), (plain(ind), value))
 
     population = tb.population(config.pop)
-    evaluate(population)
-    for _ in range(config.gens):
+    evaluate(population, f"score generation 0/{config.gens}")
+    for gen in range(1, config.gens + 1):
         offspring = []
         while len(offspring) < config.pop:
             a, b = tb.select(population), tb.select(population)
             children = tb.mate(a, b) if rng.random() < config.cxpb else (tb.individual(a), tb.individual(b))
             offspring += [tb.mutate(c) if rng.random() < config.mutpb else c for c in children]
         offspring = offspring[:config.pop]
-        evaluate(offspring)
+        evaluate(offspring, f"score generation {gen}/{config.gens}")
         unique = {}
         for ind in population + offspring:
             unique.setdefault(arch_key(ind), ind)
-        population = sorted(unique.values(), key=lambda ind: (-_order(ind.fitness.values[0]),
-                                                              arch_key(ind)))[:config.pop]
+        population = sorted(unique.values(), key=lambda ind: key(ind, ind.fitness.values[0]))[:config.pop]
     return list(seen.values())
 
 
@@ -390,7 +421,10 @@ def search_archs(scorer: ArchScorer, constraints: Constraints, config: ArchSearc
     start = time.perf_counter()
     scored = STRATEGIES[config.strategy](space, scorer, constraints, config, random.Random(config.seed))
     seconds = time.perf_counter() - start
-    scored.sort(key=lambda item: (-_order(item[1]), arch_key(item[0])))
+    key = ranking_key(space, constraints, config.tie_key)
+    scored.sort(key=lambda item: key(*item))
+    best = scored[0][1] if scored else math.nan
+    tied = sum(1 for _, value in scored if value == best) if math.isfinite(best) else 0
     top = []
     for arch, value in scored[:config.top]:
         params, flops = constraints.cost(space, arch)
@@ -398,21 +432,26 @@ def search_archs(scorer: ArchScorer, constraints: Constraints, config: ArchSearc
                     "params": int(params), "flops": int(flops)})
     return {"space": space, "proxy": scorer.proxy.name, "strategy": config.strategy,
             "seed": config.seed, "seconds": round(seconds, 3), "dataset": scorer.dataset,
+            "tie_key": config.tie_key, "tied_at_top": tied,
             "max_params": constraints.max_params, "max_flops": constraints.max_flops,
             "evaluated": len(scored), "top": top}
 
 
 # ---------------------------------------------------------------- within the bench
 
-def within_bench(setup, proxy, split: str = "test", aggregate: str = "sum") -> dict:
+def within_bench(setup, proxy, split: str = "test", aggregate: str = "sum",
+                 tie_key: str = "params") -> dict:
     """Pick the proxy's top-1 arch of the bench split, per data set: its true accuracy, its
     percentile among the split (100 = best; share of the other archs it matches or beats) and
-    the best accuracy there, i.e. what a search restricted to trained archs would have found."""
+    the best accuracy there, i.e. what a search restricted to trained archs would have found.
+    Score ties are broken as the search breaks them (`tie_key` on the 224 px model)."""
+    if tie_key not in TIE_KEYS:
+        raise BadInput(f"--tie-key {tie_key}: expected one of {', '.join(TIE_KEYS)}")
     bench = setup.bench
-    indices = bench.split(split, setup.cfg.seed)
+    indices = bench.split(split, setup.split_seed)
     scores = proxy_scores(setup, [proxy], indices, aggregate)[proxy.name]
     report = {"space": bench.space, "proxy": proxy.name, "split": split, "n": len(indices),
-              "datasets": {}}
+              "tie_key": tie_key, "datasets": {}}
     for dataset in setup.datasets:
         column = column_for(dataset, setup.acc, bench.space)
         acc, values = bench.accuracies(indices, column), np.asarray(scores[column], dtype=float)
@@ -421,11 +460,13 @@ def within_bench(setup, proxy, split: str = "test", aggregate: str = "sum") -> d
         if not candidates:
             report["datasets"][dataset] = None
             continue
-        pick = max(candidates, key=lambda i: (values[i], -i))
+        key = ranking_key(bench.space, Constraints(num_classes=NUM_CLASSES[dataset]), tie_key)
+        pick = min(candidates, key=lambda i: key(bench.records[indices[i]]["arch"], values[i])[:2] + (i,))
+        tied = sum(1 for i in candidates if values[i] == values[pick])
         beaten = sum(a <= acc[pick] for a in known) - 1
         report["datasets"][dataset] = {
             "column": column, "top1_index": indices[pick], "top1_arch": bench.records[indices[pick]]["arch"],
-            "top1_score": float(values[pick]), "top1_acc": acc[pick],
+            "top1_score": float(values[pick]), "top1_acc": acc[pick], "tied_at_top": tied,
             "percentile": 100.0 * beaten / (len(known) - 1) if len(known) > 1 else 100.0,
             "best_acc": max(known)}
     return report
@@ -463,6 +504,8 @@ def arch_summary(arch: dict) -> str:
 def format_search_table(result: dict) -> str:
     lines = [f"{result['space']} {result['strategy']} search, proxy {result['proxy'][:60]} on "
              f"{result['dataset']}: {result['evaluated']} archs scored in {result['seconds']:.1f} s",
+             f"ties broken by --tie-key {result['tie_key']} ({TIE_WORDS[result['tie_key']]}); "
+             f"{result['tied_at_top']} scored arch(s) share the top score",
              f"{'rank':>4s} {'score':>12s} {'params(M)':>9s} {'GFLOPs':>7s}  arch"]
     for rank, entry in enumerate(result["top"], 1):
         score = f"{entry['score']:12.5g}" if entry["score"] is not None else f"{'invalid':>12s}"
@@ -473,12 +516,12 @@ def format_search_table(result: dict) -> str:
 
 def format_within_table(report: dict) -> str:
     lines = [f"{report['space']} bench, {report['split']} split (n = {report['n']}), top-1 of "
-             f"proxy {report['proxy'][:60]}",
-             f"{'dataset':10s} {'top-1 acc':>9s} {'percentile':>10s} {'best acc':>8s}  arch"]
+             f"proxy {report['proxy'][:60]}, ties broken by --tie-key {report['tie_key']}",
+             f"{'dataset':10s} {'top-1 acc':>9s} {'percentile':>10s} {'best acc':>8s} {'tied':>4s}  arch"]
     for dataset, entry in report["datasets"].items():
         if entry is None:
             lines.append(f"{dataset:10s} {'invalid':>9s}")
             continue
         lines.append(f"{dataset:10s} {entry['top1_acc']:9.2f} {entry['percentile']:10.1f} "
-                     f"{entry['best_acc']:8.2f}  {arch_summary(entry['top1_arch'])}")
+                     f"{entry['best_acc']:8.2f} {entry['tied_at_top']:4d}  {arch_summary(entry['top1_arch'])}")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 A direct baseline needs the model and a forward/backward (GraSP a second-order one), so its score
 per (baseline, arch, dataset, batch settings) is computed once and kept in a small joblib file.
+Per (arch, dataset), all missing baselines share one model build and one SharedPass.
 The statistics sketch settings (rows, tokens) do not affect direct baselines and are not in the key.
 """
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Sequence
 import joblib
 import numpy as np
 
-from vit_space.baselines import BASELINES, shared_passes
-from vit_space.batches import make_batch
 from vit_space.atomic import atomic_dump
+from vit_space.baselines import score_baselines
+from vit_space.batches import make_batch
+from vit_space.costs import ANALYTIC_BASELINES, arch_cost
 from vit_space.datasets import NUM_CLASSES
 from vit_space.models import build_model
-from vit_space.parallel import run_parallel
+from vit_space.parallel import release_freed_memory, run_parallel
 from vit_space.spaces import arch_key
 
 SCORES_VERSION = 1
@@ -31,19 +33,22 @@ def _score_path(root: Path, name: str, space: str, arch: dict, dataset: str, cfg
 
 
 def _score_item(root, names, space, arch, dataset, cfg, scope, device, threads) -> dict:
-    """All missing baselines of one (arch, dataset): the model and batch are built once."""
+    """All missing baselines of one (arch, dataset): counts (params, flops) without a model, the
+    rest from one model build and the fewest passes their definitions allow (score_baselines)."""
     import torch
     if threads:
         torch.set_num_threads(threads)
-    model = build_model(space, arch, NUM_CLASSES[dataset], cfg.img_size).to(device)
-    images, labels = make_batch(dataset, cfg.batch_size, cfg.img_size, cfg.seed, cfg.data_root)
-    images, labels = images.to(device), labels.to(device)
-    out = {}
-    with shared_passes():
-        for name in names:
-            value = float(BASELINES[name].fn(model, images, labels, scope=scope))
-            atomic_dump(value, _score_path(root, name, space, arch, dataset, cfg, scope))
-            out[name] = value
+    classes = NUM_CLASSES[dataset]
+    counted = [n for n in names if scope == "all" and n in ANALYTIC_BASELINES]
+    out = {n: ANALYTIC_BASELINES[n](arch_cost(space, arch, cfg.img_size, classes)) for n in counted}
+    rest = [n for n in names if n not in out]
+    if rest:
+        model = build_model(space, arch, classes, cfg.img_size).to(device)
+        images, labels = make_batch(dataset, cfg.batch_size, cfg.img_size, cfg.seed, cfg.data_root)
+        out.update(score_baselines(rest, model, images.to(device), labels.to(device), scope))
+        release_freed_memory()
+    for name in names:
+        atomic_dump(float(out[name]), _score_path(root, name, space, arch, dataset, cfg, scope))
     return out
 
 

@@ -19,13 +19,19 @@ MLP -> cat([fc1, fc2.t()]) of shape (2H, D); a single weight is reshaped to (sha
 Two attention details: timm's fused CPU attention kernel has no double backward and is not
 counted by ``FlopCounterMode``, so grasp and flops run with the math SDPA backend (same function,
 unfused kernels).
+
+Scoring many baselines of one model and batch (`score_baselines`): each data-dependent baseline
+whose definition allows it also has a *shared form* that reads one `SharedPass` (one forward per
+batch half, one cross-entropy backward, one input-Jacobian backward) instead of running its own
+passes; each value is the alone value up to float rounding (tests compare them).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +51,8 @@ class Baseline:
     fn: Callable
     needs_data: bool
     description: str
+    shared: Optional[Callable] = None  # shared(SharedPass, scope) -> float, the same value
+    uses: frozenset = frozenset()  # the SharedPass parts the shared form reads
 
 
 BASELINES: dict = {}
@@ -58,12 +66,53 @@ def register_baseline(name: str, needs_data: bool = True, description: str = "")
     return wrap
 
 
+def register_shared(name: str, *uses: str):
+    """Decorator adding to baseline NAME its shared form ``fn(shared_pass, scope) -> float``, which
+    reads the SharedPass parts USES (see SharedPass.PARTS)."""
+    unknown = set(uses) - set(SharedPass.PARTS)
+    if unknown:
+        raise ValueError(f"unknown SharedPass part(s) {sorted(unknown)}")
+
+    def wrap(fn):
+        BASELINES[name] = dataclasses.replace(BASELINES[name], shared=fn, uses=frozenset(uses))
+        return fn
+    return wrap
+
+
+def _check_names(names) -> None:
+    for name in names:
+        if name not in BASELINES:
+            raise BadInput(f"unknown baseline {name!r} (expected one of {', '.join(BASELINES)})")
+
+
 def score_baseline(name: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    scope: str = "all") -> float:
     """Score MODEL with the baseline registered as NAME (BadInput, a ValueError, if unknown)."""
-    if name not in BASELINES:
-        raise BadInput(f"unknown baseline {name!r} (expected one of {', '.join(BASELINES)})")
+    _check_names([name])
     return BASELINES[name].fn(model, images, labels, scope=scope)
+
+
+def shared_names(names: Sequence[str]) -> list:
+    """Which of NAMES read the SharedPass when scored together (the others run alone)."""
+    sharing = [n for n in names if BASELINES[n].shared]
+    if any("halves" in BASELINES[n].uses for n in sharing):
+        # GraSP's pass needs the math attention kernel, whose rounding ZiCo's mean/std ratios
+        # amplify (~1e-3 relative): with ZiCo, GraSP keeps its own pass (the same count of passes)
+        sharing = [n for n in sharing if "hessian" not in BASELINES[n].uses]
+    return sharing
+
+
+def score_baselines(names: Sequence[str], model: nn.Module, images: torch.Tensor,
+                    labels: torch.Tensor, scope: str = "all") -> dict:
+    """{name: score} for several baselines of one model and batch: the shared forms read one
+    SharedPass holding only the parts they use; the others run alone."""
+    _check_names(names)
+    weight_groups(model, scope)  # validates the scope before any pass
+    sharing = shared_names(names)
+    uses = set().union(*(BASELINES[n].uses for n in sharing))
+    shared = SharedPass(model, images, labels, uses, scope) if uses else None
+    return {n: (BASELINES[n].shared(shared, scope) if n in sharing
+                else BASELINES[n].fn(model, images, labels, scope=scope)) for n in names}
 
 
 # ---------------------------------------------------------------- weight groups and helpers
@@ -122,34 +171,8 @@ def _grads(model, images, labels, params, create_graph=False):
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
-_SHARED: Optional[dict] = None  # gradient passes shared inside `shared_passes()`
-
-
-@contextlib.contextmanager
-def shared_passes():
-    """Within this block, proxies that need the same cross-entropy gradients of the same model and
-    batch (grad_norm, snip, dss) share one backward pass. Only for a model that is not modified
-    inside the block (as when scoring one arch with several proxies)."""
-    global _SHARED
-    outer, _SHARED = _SHARED, {}
-    try:
-        yield
-    finally:
-        _SHARED = outer
-
-
 def _group_grads(model, images, labels, scope):
     """(kind, weights, grads) per group from one backward pass of the cross-entropy."""
-    key = (id(model), id(images), id(labels), scope)
-    if _SHARED is not None and key in _SHARED:
-        return _SHARED[key]
-    result = _compute_group_grads(model, images, labels, scope)
-    if _SHARED is not None:
-        _SHARED[key] = result
-    return result
-
-
-def _compute_group_grads(model, images, labels, scope):
     groups = _labelled_groups(model, scope)
     params = [p for _, ps in groups for p in ps]
     grads = iter(_grads(model, images, labels, params))
@@ -166,6 +189,173 @@ def _capture(modules, pre: bool = False):
         else:
             handles.append(m.register_forward_hook(lambda mod, args, out: store.append(out)))
     return store, handles
+
+
+def _modules(model) -> list:
+    """The modules whose outputs fisher reads: every block's MSA and MLP, in forward order."""
+    return [m for b in transformer_blocks(model) for m in (b.attn, b.mlp)]
+
+
+def _halves(images, labels) -> list:
+    n = images.shape[0]
+    return [(images[: n // 2], labels[: n // 2]), (images[n // 2:], labels[n // 2:])]
+
+
+# ---------------------------------------------------------------- one shared pass
+
+class SharedPass:
+    """What the data-dependent baselines read, from one model and batch, in as few passes as their
+    definitions allow. PARTS: "grads" (cross-entropy gradients of every weight matrix), "halves"
+    (the same per batch half, for ZiCo), "acts" (the MSA/MLP outputs and their cross-entropy
+    gradients, for fisher), "codes" (NWOT's activation codes), "jacobian" (d sum(logits) / d input),
+    "hessian" (GraSP's -sum(w * Hg) over the weights of `scope`).
+
+    With "halves", each half gets one forward and one backward; the full-batch gradients are the
+    halves' gradients weighted by their share of the batch (the mean cross-entropy is the weighted
+    mean of the halves', and no model here mixes samples), so the batch is run once in all.
+    The input Jacobian needs its own backward (another loss), on the same forward. With "hessian"
+    the forward runs with the math attention kernel and the cross-entropy backward keeps its graph
+    for GraSP's second backward, so GraSP adds one backward instead of a pass of its own."""
+
+    PARTS = ("grads", "halves", "acts", "codes", "jacobian", "hessian")
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, uses,
+                 scope: str = "all"):
+        self.model, self.uses, self.scope, n = model, set(uses), scope, images.shape[0]
+        dev = _device(model)
+        self.params = [p for p in model.parameters() if p.dim() >= 2]
+        second = "hessian" in self.uses
+        cross_entropy = bool(self.uses & {"grads", "halves", "acts"}) or second
+        graph_grads = [0.0] * len(self.params)
+        chunks = _halves(images, labels) if "halves" in self.uses and n >= 2 else [(images, labels)]
+        self.grads = [torch.zeros_like(p) for p in self.params] if cross_entropy else None
+        self.half_grads, acts, act_grads, codes, jacobian = [], [], [], [], []
+        for x, y in chunks:
+            share = x.shape[0] / n
+            x = x.detach().to(dev)
+            if "jacobian" in self.uses:
+                x = x.clone().requires_grad_(True)
+            outs, h_outs = _capture(_modules(model) if "acts" in self.uses else [])
+            pre, h_pre = _capture([b.mlp.act for b in transformer_blocks(model)]
+                                  if "codes" in self.uses else [], pre=True)
+            kernel = sdpa_kernel(SDPBackend.MATH) if second else contextlib.nullcontext()
+            try:
+                with torch.set_grad_enabled(cross_entropy or "jacobian" in self.uses), kernel:
+                    logits = model(x)
+                    if cross_entropy:
+                        loss = F.cross_entropy(logits, y.to(dev))
+                        gs = torch.autograd.grad(loss, self.params + outs, allow_unused=True,
+                                                 retain_graph="jacobian" in self.uses or second,
+                                                 create_graph=second)
+                        if second:  # GraSP's full-batch gradient, with its graph
+                            graph_grads = [t + share * g if g is not None else t
+                                           for t, g in zip(graph_grads, gs)]
+                        gs = [torch.zeros_like(t) if g is None else g.detach()
+                              for t, g in zip(self.params + outs, gs)]
+                        weight_g, out_g = gs[:len(self.params)], gs[len(self.params):]
+                        self.half_grads.append(weight_g)
+                        for total, g in zip(self.grads, weight_g):
+                            total.add_(g, alpha=share)
+                        acts.append([a.detach() for a in outs])
+                        act_grads.append([g * share for g in out_g])
+                    if "jacobian" in self.uses:
+                        jacobian.append(torch.autograd.grad(logits.sum(), x, retain_graph=second)[0])
+            finally:
+                for h in h_outs + h_pre:
+                    h.remove()
+            if pre:
+                codes.append(_codes(pre))
+        if len(chunks) == 1 and len(self.half_grads) == 1:
+            self.grads = self.half_grads[0]
+        self.grasp = self._grasp(graph_grads) if second else None
+        self.acts = [(torch.cat([c[i] for c in acts]), torch.cat([c[i] for c in act_grads]))
+                     for i in range(len(acts[0]))] if acts and acts[0] else []
+        self.codes = torch.cat(codes) if codes else None
+        self.jacobian = torch.cat(jacobian) if jacobian else None
+
+    def _grasp(self, graph_grads) -> float:
+        with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
+            by_id = {id(p): g for p, g in zip(self.params, graph_grads)}
+            ws = [p for g in weight_groups(self.model, self.scope) for p in g]
+            grads = [by_id[id(w)] if torch.is_tensor(by_id[id(w)]) else torch.zeros_like(w) for w in ws]
+            return _grasp_value(ws, grads)
+
+    def need(self, part: str) -> None:
+        if part not in self.uses:
+            raise ValueError(f"this SharedPass was run without {part!r}")
+
+    def group_grads(self, scope: str, source=None) -> list:
+        """(kind, weights, grads) per group of SCOPE, as _group_grads gives them."""
+        self.need("grads")
+        by_id = {id(p): g for p, g in zip(self.params, source or self.grads)}
+        return [(kind, [p.detach() for p in ps], [by_id[id(p)] for p in ps])
+                for kind, ps in _labelled_groups(self.model, scope)]
+
+
+# ---------------------------------------------------------------- the proxies: definitions
+# Each value function below is the one definition of its proxy; the proxy computes its inputs
+# alone, its shared form reads them from a SharedPass.
+
+def _grasp_value(ws, grads) -> float:
+    """GRADS: dL/dw of the weights WS with their graph; -sum(w * Hg) by a second backward."""
+    z = sum((g * g.detach()).sum() for g in grads)
+    hg = torch.autograd.grad(z, ws, allow_unused=True)
+    return _float(-sum((w.detach() * h).sum() for w, h in zip(ws, hg) if h is not None))
+
+
+def _grad_norm_value(groups) -> float:
+    return _float(sum(_flat(g).norm() for _, _, g in groups))
+
+
+def _snip_value(groups) -> float:
+    return _float(sum((_flat(w) * _flat(g)).abs().sum() for _, w, g in groups))
+
+
+def _dss_value(groups) -> float:
+    total = 0.0
+    for kind, w, g in groups:
+        if kind == "msa":
+            total = total + (torch.linalg.matrix_norm(group_matrix(g, kind), "nuc")
+                             * torch.linalg.matrix_norm(group_matrix(w, kind), "nuc"))
+        else:
+            total = total + (_flat(w) * _flat(g)).abs().sum()
+    return _float(total)
+
+
+def _fisher_value(pairs) -> float:
+    total = 0.0
+    for a, g in pairs:
+        s = (a * g).sum(dim=1)  # (B, D)
+        total = total + 0.5 * s.pow(2).sum(dim=1).mean()
+    return _float(total)
+
+
+def _jacob_cov_value(jac) -> float:
+    corr = torch.corrcoef(jac.reshape(jac.shape[0], -1).double())
+    v = torch.linalg.eigvalsh(corr)
+    return _float(-torch.sum(torch.log(v + 1e-5) + 1.0 / (v + 1e-5)))
+
+
+def _codes(inputs) -> torch.Tensor:
+    return torch.cat([(a > 0).reshape(a.shape[0], -1) for a in inputs], 1).double()
+
+
+def _nwot_value(c) -> float:
+    k = c @ c.t() + (1 - c) @ (1 - c).t()
+    return _float(torch.linalg.slogdet(k).logabsdet)
+
+
+def _zico_value(groups, per_half) -> float:
+    """GROUPS: lists of parameters; PER_HALF: per half, the gradients of those in order."""
+    total, i = 0.0, 0
+    for g in groups:
+        stacked = torch.stack([_flat(h[i:i + len(g)]) for h in per_half])  # (2, elements)
+        i += len(g)
+        std = (stacked[1] - stacked[0]).abs() / 2  # = stacked.std(0, unbiased=False), 15x faster
+        ratio = stacked.abs().mean(dim=0)[std > 0] / std[std > 0]
+        if ratio.numel() and ratio.sum() > 0:
+            total = total + torch.log(ratio.sum())
+    return _float(total)
 
 
 # ---------------------------------------------------------------- the proxies
@@ -192,14 +382,13 @@ def flops(model, images, labels, scope="all"):
 @register_baseline("grad_norm")
 def grad_norm(model, images, labels, scope="all"):
     """Gradient norm (Abdelfattah et al., ICLR 2021): sum over groups of ||dL/dW||_F."""
-    return _float(sum(_flat(g).norm() for _, _, g in _group_grads(model, images, labels, scope)))
+    return _grad_norm_value(_group_grads(model, images, labels, scope))
 
 
 @register_baseline("snip")
 def snip(model, images, labels, scope="all"):
     """SNIP (Lee et al., ICLR 2019): sum of |w * dL/dw|."""
-    groups = _group_grads(model, images, labels, scope)
-    return _float(sum((_flat(w) * _flat(g)).abs().sum() for _, w, g in groups))
+    return _snip_value(_group_grads(model, images, labels, scope))
 
 
 @register_baseline("grasp")
@@ -207,18 +396,14 @@ def grasp(model, images, labels, scope="all"):
     """GraSP (Wang et al., ICLR 2020): -sum(w * Hg), with Hg the Hessian-gradient product."""
     ws = [p for g in weight_groups(model, scope) for p in g]
     with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
-        grads = _grads(model, images, labels, ws, create_graph=True)
-        z = sum((g * g.detach()).sum() for g in grads)
-        hg = torch.autograd.grad(z, ws, allow_unused=True)
-    return _float(-sum((w.detach() * h).sum() for w, h in zip(ws, hg) if h is not None))
+        return _grasp_value(ws, _grads(model, images, labels, ws, create_graph=True))
 
 
 @register_baseline("fisher")
 def fisher(model, images, labels, scope="all"):
     """Fisher (Turner et al., ICLR 2020): 0.5 * E_batch sum_D (sum_tokens a * dL/da)^2 over modules."""
     weight_groups(model, scope)  # validates the scope; the proxy always uses every block's modules
-    mods = [m for b in transformer_blocks(model) for m in (b.attn, b.mlp)]
-    acts, handles = _capture(mods)
+    acts, handles = _capture(_modules(model))
     dev = _device(model)
     try:
         with torch.enable_grad():
@@ -227,11 +412,7 @@ def fisher(model, images, labels, scope="all"):
     finally:
         for h in handles:
             h.remove()
-    total = 0.0
-    for a, g in zip(acts, gs):
-        s = (a.detach() * g).sum(dim=1)  # (B, D)
-        total = total + 0.5 * s.pow(2).sum(dim=1).mean()
-    return _float(total)
+    return _fisher_value([(a.detach(), g) for a, g in zip(acts, gs)])
 
 
 @register_baseline("synflow", needs_data=False)
@@ -256,9 +437,7 @@ def jacob_cov(model, images, labels, scope="all"):
     x = images.detach().to(_device(model)).clone().requires_grad_(True)
     with torch.enable_grad():
         (jac,) = torch.autograd.grad(model(x).sum(), x)
-    corr = torch.corrcoef(jac.reshape(jac.shape[0], -1).double())
-    v = torch.linalg.eigvalsh(corr)
-    return _float(-torch.sum(torch.log(v + 1e-5) + 1.0 / (v + 1e-5)))
+    return _jacob_cov_value(jac)
 
 
 def nwot_codes(model, images) -> torch.Tensor:
@@ -270,46 +449,57 @@ def nwot_codes(model, images) -> torch.Tensor:
     finally:
         for h in handles:
             h.remove()
-    return torch.cat([(a > 0).reshape(a.shape[0], -1) for a in inputs], 1).double()
+    return _codes(inputs)
 
 
 @register_baseline("nwot")
 def nwot(model, images, labels, scope="all"):
     """NASWOT (Mellor et al., ICML 2021): log|det K| of the Hamming kernel of activation codes."""
-    c = nwot_codes(model, images)
-    k = c @ c.t() + (1 - c) @ (1 - c).t()
-    return _float(torch.linalg.slogdet(k).logabsdet)
+    return _nwot_value(nwot_codes(model, images))
 
 
 @register_baseline("dss")
 def dss(model, images, labels, scope="all"):
     """DSS-indicator of TF-TAS (Zhou et al., CVPR 2022): MSA ||G||_nuc*||W||_nuc + MLP sum|w*g|."""
-    total = 0.0
-    for kind, w, g in _group_grads(model, images, labels, scope):
-        if kind == "msa":
-            total = total + (torch.linalg.matrix_norm(group_matrix(g, kind), "nuc")
-                             * torch.linalg.matrix_norm(group_matrix(w, kind), "nuc"))
-        else:
-            total = total + (_flat(w) * _flat(g)).abs().sum()
-    return _float(total)
+    return _dss_value(_group_grads(model, images, labels, scope))
 
 
 @register_baseline("zico")
 def zico(model, images, labels, scope="all"):
     """ZiCo (Li et al., ICLR 2023): sum over groups of log sum(E|g| / std(g)) over 2 batch halves."""
-    n = images.shape[0]
-    if n < 2:
+    if images.shape[0] < 2:
         return float("nan")
     groups = weight_groups(model, scope)
     params = [p for g in groups for p in g]
-    halves = [(images[: n // 2], labels[: n // 2]), (images[n // 2:], labels[n // 2:])]
-    per_half = [[g.detach() for g in _grads(model, x, y, params)] for x, y in halves]
-    total, i = 0.0, 0
-    for g in groups:
-        stacked = torch.stack([_flat(h[i:i + len(g)]) for h in per_half])  # (2, elements)
-        i += len(g)
-        std = stacked.std(dim=0, unbiased=False)
-        ratio = stacked.abs().mean(dim=0)[std > 0] / std[std > 0]
-        if ratio.numel() and ratio.sum() > 0:
-            total = total + torch.log(ratio.sum())
-    return _float(total)
+    per_half = [[g.detach() for g in _grads(model, x, y, params)] for x, y in _halves(images, labels)]
+    return _zico_value(groups, per_half)
+
+
+# ---------------------------------------------------------------- their shared forms
+
+register_shared("grad_norm", "grads")(lambda sp, scope: _grad_norm_value(sp.group_grads(scope)))
+register_shared("snip", "grads")(lambda sp, scope: _snip_value(sp.group_grads(scope)))
+register_shared("dss", "grads")(lambda sp, scope: _dss_value(sp.group_grads(scope)))
+register_shared("fisher", "acts")(lambda sp, scope: _fisher_value(sp.acts))
+register_shared("nwot", "codes")(lambda sp, scope: _nwot_value(sp.codes))
+
+
+@register_shared("grasp", "hessian")
+def _grasp_shared(sp, scope):
+    if scope != sp.scope:
+        raise ValueError(f"this SharedPass holds GraSP for scope {sp.scope!r}, not {scope!r}")
+    return sp.grasp
+
+
+@register_shared("jacob_cov", "jacobian")
+def _jacob_cov_shared(sp, scope):
+    return float("nan") if sp.jacobian.shape[0] < 2 else _jacob_cov_value(sp.jacobian)
+
+
+@register_shared("zico", "halves", "grads")
+def _zico_shared(sp, scope):
+    if len(sp.half_grads) < 2:
+        return float("nan")
+    groups = weight_groups(sp.model, scope)
+    per_half = [[g for _, _, gs in sp.group_grads(scope, half) for g in gs] for half in sp.half_grads]
+    return _zico_value(groups, per_half)

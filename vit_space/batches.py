@@ -3,7 +3,8 @@
 No image data set can be downloaded where this project is developed, so the default is a seeded
 batch of standard-normal images (what a normalised image batch looks like to a fresh network)
 with uniform labels. `--data-root DIR` switches to real data: data set NAME is read from DIR/NAME
-in the authors' layout, and a missing or malformed one is an error, never a silent fallback.
+through torchvision (vit_space/datasets.py) with timm's eval transform, and a missing or malformed
+one is an error, never a silent fallback.
 """
 from __future__ import annotations
 

@@ -1,264 +1,219 @@
-"""Image data sets for proxy scoring, read from the on-disk layouts the Auto-Prox code uses.
+"""Image data sets read through torchvision.datasets from the user's ``--data-root``, never downloaded.
 
-Only data roots the user passes in (``--data-root``) are read; nothing is downloaded and
-there is no fallback to synthetic data. Every bad root, file or field raises ``BadInput``
-with a one-line message naming the culprit and the expected layout.
+CIFAR-100 is torchvision's ``CIFAR100``, Flowers-102 its ``Flowers102``, ImageNet its ``ImageFolder``
+(the train/ and val/ folders torchvision's ``ImageNet`` also reads, without its devkit step), and
+Chaoyang, which torchvision lacks, a small ``VisionDataset`` of our own. Images go through timm's
+``create_transform`` (vit_space/recipes.py builds the train one; ``eval_transform`` is timm's eval
+transform). The layout is checked before torchvision is called, so a missing or malformed root is
+one ``BadInput`` line naming the file and the layout expected, not torchvision's generic message.
+
+torchvision verifies the CIFAR-100 and Flowers-102 files against the md5 of the official release
+and has no switch to skip it, which would refuse every re-saved or generated file (the tests'
+fixtures): the two subclasses below set those md5s to None, which torchvision's own
+``check_integrity`` reads as "the file exists". Flowers102 also wants its files under
+``flowers-102/``; the subclass points it at the folder that holds them, so both that layout and the
+authors' flat one (jpg/, imagelabels.mat, setid.mat directly in the data set's folder) are read.
 """
+from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import torch
-from PIL import Image
+from scipy.io.matlab import MatReadError
+from timm.data import create_transform
+from torchvision.datasets import CIFAR100, Flowers102, ImageFolder, VisionDataset
+from torchvision.datasets.folder import default_loader
 
 from vit_space.errors import BadInput
 
 NUM_CLASSES = {"c100": 100, "flowers": 102, "chaoyang": 4, "imagenet": 1000}
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# what torchvision or the data set's code raises for unreadable files: pickle, scipy.io, json
+_READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, AttributeError,
+                RuntimeError, pickle.UnpicklingError, MatReadError)
 
-_IMAGE_EXTS = {".jpeg", ".jpg", ".png"}
 
-
-def _need_file(root, rel, expected):
-    """Path of ROOT/rel, or BadInput saying which file is missing and what layout was expected."""
+def _need(root: Path, rel: str, expected: str, folder: bool = False) -> Path:
     path = root / rel
-    if not path.is_file():
-        raise BadInput(f"--data-root {root}: no {rel} (expected {expected})")
+    if not (path.is_dir() if folder else path.is_file()):
+        what = f"{rel}/ directory" if folder else rel
+        raise BadInput(f"--data-root {root}: no {what} (expected {expected})")
     return path
 
 
-def _need_dir(root, rel, expected):
-    path = root / rel
-    if not path.is_dir():
-        raise BadInput(f"--data-root {root}: no {rel}/ directory (expected {expected})")
-    return path
-
-
-def _pick_split(split, table, name):
-    """Look the split up in a reader's table so every reader rejects unknown splits the same way."""
+def _pick_split(split: str, table: dict, name: str):
     if split not in table:
         raise BadInput(f"--split {split!r}: unknown for {name} (expected one of {', '.join(table)})")
     return table[split]
 
 
-def _check_labels(labels, n_classes, where):
-    labels = np.asarray(labels)
+def _check_labels(labels, n_classes: int, where: str) -> list:
+    labels = np.asarray(labels, dtype=np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise BadInput(f"{where}: labels must lie in [0, {n_classes}), got {labels.min()}..{labels.max()}")
-    return [int(v) for v in labels]
+    return labels.tolist()
 
 
-def _read_cifar100(root, split):
-    """CIFAR-100 python pickles; images stay in memory as a uint8 N x 32 x 32 x 3 array.
-
-    pickle is the data set's own distribution format; it is only ever read from the
-    user-provided data root.
-    """
-    expected = "the CIFAR-100 python pickles"
-    rel = "cifar-100-python/" + _pick_split(split, {"train": "train", "test": "test"}, "c100")
-    path = _need_file(root, rel, expected)
+def load_image(path):
+    """torchvision's default loader; an unreadable image is one line naming the file."""
     try:
-        with open(path, "rb") as f:
-            blob = pickle.load(f, encoding="bytes")
-    except Exception as exc:  # any unpickling failure means the file is not a CIFAR pickle
-        raise BadInput(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
-    if not isinstance(blob, dict):
-        raise BadInput(f"{path}: expected a pickled dict, got {type(blob).__name__}")
-
-    def field(key):
-        for k in (key.encode(), key):
-            if k in blob:
-                return blob[k]
-        raise BadInput(f"{path}: missing field '{key}' (expected the CIFAR-100 python pickle)")
-
-    data = np.asarray(field("data"))
-    labels = np.asarray(field("fine_labels"))
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise BadInput(f"{path}: field 'data' must be uint8 N x 3072, got {data.dtype} {data.shape}")
-    if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise BadInput(f"{path}: field 'fine_labels' must be {data.shape[0]} integers, got {labels.dtype} {labels.shape}")
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # RGB planes -> HWC view
-    return images, _check_labels(labels, 100, f"{path} field 'fine_labels'")
+        return default_loader(path)
+    except (OSError, ValueError) as exc:  # missing, truncated or not an image
+        raise BadInput(f"{path}: cannot read image ({exc})") from None
 
 
-def _loadmat(path, key):
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises assorted types for non-.mat bytes
-        raise BadInput(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})") from None
-    if key not in mat:
-        raise BadInput(f"{path}: missing key '{key}'")
-    values = np.asarray(mat[key]).ravel()
-    if not np.issubdtype(values.dtype, np.number) or not np.all(values == np.round(values)):
-        raise BadInput(f"{path}: key '{key}' must hold integers")
-    return values.astype(np.int64)
+class CifarFiles(CIFAR100):
+    """torchvision's CIFAR100 with the release md5s dropped (see the module docstring)."""
+    train_list = [[name, None] for name, _ in CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in CIFAR100.test_list]
+    meta = {**CIFAR100.meta, "md5": None}
 
 
-def _read_flowers(root, split):
-    """Oxford Flowers-102: jpg/image_NNNNN.jpg with 1-based labels and image ids in .mat files.
+class FlowersFiles(Flowers102):
+    """torchvision's Flowers102 with the release md5s dropped and the files read from ``root``
+    itself (see the module docstring); the layout was checked before."""
+    _file_dict = {k: (name, None) for k, (name, _) in Flowers102._file_dict.items()}
 
-    Splits: 'train' = trnid, 'trainval' = trnid + valid, 'val' = valid, 'test' = tstid.
-    """
-    expected = "Flowers-102: jpg/, imagelabels.mat, setid.mat"
-    keys = _pick_split(split, {"train": ["trnid"], "trainval": ["trnid", "valid"],
-                               "val": ["valid"], "test": ["tstid"]}, "flowers")
-    _need_dir(root, "jpg", expected)
-    labels_path = _need_file(root, "imagelabels.mat", expected)
-    setid_path = _need_file(root, "setid.mat", expected)
-    all_labels = _loadmat(labels_path, "labels")
-    ids = np.concatenate([_loadmat(setid_path, k) for k in keys])
-    if ids.size and (ids.min() < 1 or ids.max() > all_labels.size):
-        raise BadInput(f"{setid_path}: image ids must lie in 1..{all_labels.size} (the labels in {labels_path.name})")
-    paths = [root / "jpg" / f"image_{i:05d}.jpg" for i in ids]
-    for p in paths:
-        if not p.is_file():
-            raise BadInput(f"--data-root {root}: no {p.relative_to(root)} (listed in {setid_path.name})")
-    return paths, _check_labels(all_labels[ids - 1] - 1, 102, f"{labels_path} key 'labels' (1-based)")
+    def _check_integrity(self):
+        self._base_folder = Path(self.root)
+        self._images_folder = self._base_folder / "jpg"
+        return super()._check_integrity()
+
+    @property
+    def targets(self) -> list:
+        return list(self._labels)
+
+    def files(self) -> list:
+        return list(self._image_files)
 
 
-def _read_chaoyang(root, split):
-    """Chaoyang: train.json / test.json, each a list of {"name": path relative to ROOT, "label": int}."""
-    fname = _pick_split(split, {"train": "train.json", "test": "test.json"}, "chaoyang")
-    path = _need_file(root, fname, "Chaoyang: train.json, test.json and the images they list")
-    try:
-        entries = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: malformed JSON ({exc})") from None
-    if not isinstance(entries, list):
-        raise BadInput(f"{path}: expected a JSON list of {{\"name\", \"label\"}} objects")
-    paths, labels = [], []
-    for k, e in enumerate(entries):
-        ok = (isinstance(e, dict) and isinstance(e.get("name"), str)
-              and isinstance(e.get("label"), int) and not isinstance(e.get("label"), bool))
-        if not ok:
-            raise BadInput(f"{path}: entry {k} must be {{\"name\": str, \"label\": int}}, got {e!r}")
-        p = root / e["name"]
-        if not p.is_file():
-            raise BadInput(f"--data-root {root}: no {e['name']} (listed in {fname} entry {k})")
-        paths.append(p)
-        labels.append(e["label"])
-    return paths, _check_labels(labels, 4, f"{path} field 'label'")
+class Chaoyang(VisionDataset):
+    """Chaoyang (colon pathology, 4 classes) as released: train.json / test.json, each a list of
+    {"name": path relative to the root, "label": int}, and the images they list."""
 
+    EXPECTED = "Chaoyang: train.json, test.json and the images they list"
 
-def _read_imagenet(root, split):
-    """ImageFolder layout; class index = position of the class dir in the split's sorted dir list.
-
-    Splits: 'train' reads train/, 'val' and 'test' read val/ (ImageNet has no public test labels).
-    """
-    sub = _pick_split(split, {"train": "train", "val": "val", "test": "val"}, "imagenet")
-    top = _need_dir(root, sub, f"ImageFolder layout {sub}/<class_dir>/*.JPEG")
-    classes = sorted(d.name for d in os.scandir(top) if d.is_dir())
-    if not classes:
-        raise BadInput(f"{top}: no class directories (expected {sub}/<class_dir>/*.JPEG)")
-    paths, labels = [], []
-    for idx, cls in enumerate(classes):
-        files = sorted(f.name for f in os.scandir(top / cls)
-                       if f.is_file() and os.path.splitext(f.name)[1].lower() in _IMAGE_EXTS)
-        if not files:
-            raise BadInput(f"{top / cls}: class directory has no .JPEG/.jpg/.png images")
-        paths += [top / cls / f for f in files]
-        labels += [idx] * len(files)
-    return paths, _check_labels(labels, 1000, f"{top} (class directories)")
-
-
-READERS = {
-    "c100": _read_cifar100,
-    "flowers": _read_flowers,
-    "chaoyang": _read_chaoyang,
-    "imagenet": _read_imagenet,
-}
-
-
-def _random_resized_crop(img):
-    """Crop a random area (8-100% of the image, aspect 3/4-4/3), as in Inception/timm training.
-
-    Draws from torch's global RNG so ``torch.manual_seed`` and DataLoader worker seeding apply.
-    After 10 failed draws it keeps the whole image (torchvision would centre-crop instead);
-    a deliberate simplification.
-    """
-    w, h = img.size
-    for _ in range(10):
-        area = w * h * float(torch.empty(1).uniform_(0.08, 1.0))
-        log_ratio = float(torch.empty(1).uniform_(np.log(3 / 4), np.log(4 / 3)))
-        cw = int(round(np.sqrt(area * np.exp(log_ratio))))
-        ch = int(round(np.sqrt(area / np.exp(log_ratio))))
-        if 0 < cw <= w and 0 < ch <= h:
-            x0 = int(torch.randint(0, w - cw + 1, (1,)))
-            y0 = int(torch.randint(0, h - ch + 1, (1,)))
-            return img.crop((x0, y0, x0 + cw, y0 + ch))
-    return img
-
-
-class ImageDataset(torch.utils.data.Dataset):
-    """(image, label) pairs; images are decoded only when an item is asked for.
-
-    ``images`` is either a list of file paths or a uint8 N x H x W x 3 array (in-memory CIFAR).
-    Items are float32 [3, img_size, img_size] normalised with ImageNet mean/std, and an int label.
-    """
-
-    def __init__(self, images, labels, img_size=224, train_augment=False, name=""):
-        if len(images) != len(labels):
-            raise BadInput(f"{name or 'dataset'}: {len(images)} images but {len(labels)} labels")
-        self.images, self.labels = images, list(labels)
-        self.img_size, self.train_augment, self.name = img_size, train_augment, name
-        self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    def __init__(self, root, split="train", transform=None, loader=load_image):
+        super().__init__(root, transform=transform)
+        fname = _pick_split(split, {"train": "train.json", "test": "test.json"}, "chaoyang")
+        path = _need(Path(root), fname, self.EXPECTED)
+        try:
+            entries = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadInput(f"{path}: malformed JSON ({exc})") from None
+        if not isinstance(entries, list):
+            raise BadInput(f"{path}: expected a JSON list of {{\"name\", \"label\"}} objects")
+        self.samples, self.loader = [], loader
+        for k, e in enumerate(entries):
+            ok = (isinstance(e, dict) and isinstance(e.get("name"), str)
+                  and isinstance(e.get("label"), int) and not isinstance(e.get("label"), bool))
+            if not ok:
+                raise BadInput(f"{path}: entry {k} must be {{\"name\": str, \"label\": int}}, got {e!r}")
+            self.samples.append((Path(root) / e["name"], e["label"]))
+        self.targets = _check_labels([s[1] for s in self.samples], 4, f"{path} field 'label'")
 
     def __len__(self):
-        return len(self.labels)
-
-    def _pil(self, i):
-        if isinstance(self.images, np.ndarray):
-            return Image.fromarray(np.ascontiguousarray(self.images[i]), "RGB")
-        path = self.images[i]
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (OSError, ValueError) as exc:  # missing, truncated or not an image
-            raise BadInput(f"{path}: cannot read image ({exc})") from None
+        return len(self.samples)
 
     def __getitem__(self, i):
-        img = self._pil(i)
-        if self.train_augment:
-            img = _random_resized_crop(img)
-            if float(torch.rand(1)) < 0.5:
-                img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        img = img.resize((self.img_size, self.img_size), Image.BILINEAR)
-        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return ((x - self._mean) / self._std).contiguous(), self.labels[i]
+        path, label = self.samples[i]
+        img = self.loader(path)
+        return (self.transform(img) if self.transform else img), label
+
+    def files(self) -> list:
+        return [s[0] for s in self.samples]
 
 
-def open_dataset(name, root, split="train", img_size=224, train_augment=False):
-    """List one split of a data set on disk, checking the layout now rather than mid-run."""
-    if name not in READERS:
-        raise BadInput(f"--dataset {name!r}: unknown (expected one of {', '.join(sorted(READERS))})")
-    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
-        raise BadInput(f"img_size {img_size!r}: expected a positive integer")
+def _open_cifar(root: Path, split: str, transform):
+    train = _pick_split(split, {"train": True, "test": False}, "c100")
+    for name in ("train", "test", "meta"):
+        _need(root, f"cifar-100-python/{name}", "the CIFAR-100 python pickles")
+    return CifarFiles(root, train=train, transform=transform, download=False)
+
+
+def _open_flowers(root: Path, split: str, transform):
+    """Splits: torchvision's train (trnid), val (valid), test (tstid), and trainval = both."""
+    parts = _pick_split(split, {"train": ["train"], "val": ["val"], "test": ["test"],
+                                "trainval": ["train", "val"]}, "flowers")
+    folder = root / "flowers-102" if (root / "flowers-102").is_dir() else root
+    expected = "Flowers-102: jpg/, imagelabels.mat, setid.mat, directly or under flowers-102/"
+    _need(folder, "jpg", expected, folder=True)
+    for name in ("imagelabels.mat", "setid.mat"):
+        _need(folder, name, expected)
+    sets = [FlowersFiles(folder, split=p, transform=transform, loader=load_image) for p in parts]
+    return sets[0] if len(sets) == 1 else torch.utils.data.ConcatDataset(sets)
+
+
+def _open_imagenet(root: Path, split: str, transform):
+    """ImageFolder over train/ or val/ (class index = sorted wnid); ImageNet has no public test labels."""
+    sub = _pick_split(split, {"train": "train", "val": "val", "test": "val"}, "imagenet")
+    _need(root, sub, f"ImageFolder layout {sub}/<class_dir>/*.JPEG", folder=True)
+    return ImageFolder(root / sub, transform=transform, loader=load_image)
+
+
+OPENERS = {"c100": _open_cifar, "flowers": _open_flowers, "chaoyang": Chaoyang,
+           "imagenet": _open_imagenet}
+
+
+def targets(ds) -> list:
+    """The labels of a data set built here, in item order, without decoding any image."""
+    if isinstance(ds, torch.utils.data.ConcatDataset):
+        return [y for part in ds.datasets for y in targets(part)]
+    return list(ds.targets)
+
+
+def _files(ds) -> list:
+    if isinstance(ds, torch.utils.data.ConcatDataset):
+        return [f for part in ds.datasets for f in _files(part)]
+    return ds.files() if hasattr(ds, "files") else []
+
+
+def eval_transform(img_size: int):
+    """timm's eval transform (resize to img_size / 0.875, centre crop, ImageNet normalisation)."""
+    return create_transform(img_size, is_training=False)
+
+
+def open_dataset(name: str, root, split: str = "train", transform=None):
+    """One split of a data set on disk through torchvision, its layout and labels checked now
+    rather than mid-run; ``transform`` defaults to timm's eval transform at 224 px."""
+    if name not in OPENERS:
+        raise BadInput(f"--dataset {name!r}: unknown (expected one of {', '.join(sorted(OPENERS))})")
     root = Path(root)
     if not root.is_dir():
         raise BadInput(f"--data-root {root}: directory not found")
-    images, labels = READERS[name](root, split)
-    if len(labels) == 0:
+    try:
+        ds = OPENERS[name](root, split, eval_transform(224) if transform is None else transform)
+    except BadInput:
+        raise
+    except _READ_ERRORS as exc:  # torchvision, pickle or scipy.io on a malformed file
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise BadInput(f"--data-root {root}: not a readable {name} data set "
+                       f"({type(exc).__name__}: {detail})") from None
+    _check_labels(targets(ds), NUM_CLASSES[name], f"--data-root {root}: {name} {split} labels")
+    for path in _files(ds):
+        if not Path(path).is_file():
+            raise BadInput(f"--data-root {root}: no {Path(path).relative_to(root)} (listed in the "
+                           f"{name} {split} split)")
+    if len(ds) == 0:
         raise BadInput(f"--data-root {root}: the {name} {split} split has no images")
-    return ImageDataset(images, labels, img_size, train_augment, name=f"{name}:{split}")
+    return ds
 
 
 def load_real_batch(name, root, batch_size, img_size, seed):
-    """One reproducible batch from the train split: indices from default_rng(seed), no replacement."""
+    """One reproducible proxy batch from the train split, through timm's eval transform: indices
+    from default_rng(seed), without replacement."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise BadInput(f"batch size {batch_size!r}: expected a positive integer")
-    ds = open_dataset(name, root, split="train", img_size=img_size, train_augment=False)
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
+        raise BadInput(f"img_size {img_size!r}: expected a positive integer")
+    ds = open_dataset(name, root, split="train", transform=eval_transform(img_size))
     if batch_size > len(ds):
         raise BadInput(f"--data-root {root}: batch size {batch_size} exceeds the {len(ds)} images "
                        f"in the {name} train split")
     idx = np.random.default_rng(seed).choice(len(ds), size=batch_size, replace=False)
     items = [ds[int(i)] for i in idx]
-    x = torch.stack([it[0] for it in items])
-    y = torch.tensor([it[1] for it in items], dtype=torch.int64)
-    return x, y
+    return (torch.stack([it[0] for it in items]),
+            torch.tensor([it[1] for it in items], dtype=torch.int64))

@@ -1,16 +1,17 @@
 """Proxy fitness on a bench split: trees -> per-arch scores -> correlations -> JCM.
 
 The statistics of every (arch, dataset) of the split are read from the cache once (extracted on a
-miss) and stacked; evaluating a tree afterwards touches no model at all.
+miss) and stacked, the stack itself cached as one file (StatsCache.stacked); evaluating a tree
+afterwards touches no model at all.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from vit_space.bench import Bench, column_for
 from vit_space.cache import StatsCache
-from vit_space.jcm import correlations, jcm
+from vit_space.jcm import correlations, jcm, tied_pair_share
 from vit_space.parallel import fill_cache
 from vit_space.scoring import StatsTable
 from vit_space.statistics import StatsConfig
@@ -26,8 +27,15 @@ class ProxyResult:
     def valid(self) -> bool:
         return all(c is not None for c in self.datasets.values())
 
+    def tied_pairs(self) -> dict:
+        """column -> share of arch pairs scored exactly alike (reported beside JCM)."""
+        return {col: tied_pair_share(s) for col, s in self.scores.items()}
+
     def as_json(self) -> dict:
-        return {"jcm": self.jcm, "datasets": self.datasets}
+        ties = self.tied_pairs()
+        mean_ties = sum(ties.values()) / len(ties) if ties else None
+        return {"jcm": self.jcm, "datasets": self.datasets, "tied_pairs": ties,
+                "tied_share": mean_ties}
 
 
 @dataclass
@@ -51,7 +59,8 @@ class ProxyEvaluator:
                  acc: str = "kd", cfg: StatsConfig = StatsConfig(), cache: Optional[StatsCache] = None,
                  device: str = "cpu", aggregate: str = "sum", settings: JCMSettings = JCMSettings(),
                  progress: bool = True, n_jobs: int = 1, backend: str = "loky",
-                 scheduler: Optional[str] = None):
+                 scheduler: Optional[str] = None, label: str = ""):
+        """`label` names the archs in the progress bar of a cold run (e.g. "search split")."""
         self.bench, self.indices, self.datasets = bench, list(indices), list(datasets)
         self.columns = [column_for(d, acc, bench.space) for d in self.datasets]
         self.accuracies = {c: bench.accuracies(self.indices, c) for c in self.columns}
@@ -60,12 +69,8 @@ class ProxyEvaluator:
         archs = bench.archs(self.indices)
         items = [(bench.space, arch, d) for d in self.datasets for arch in archs]
         fill_cache(self.cache, items, cfg, n_jobs=n_jobs, backend=backend, scheduler=scheduler,
-                   progress=progress)
-        self.table = StatsTable(self._load(items), device=device, aggregate=aggregate)
-
-    def _load(self, items) -> Iterable[dict]:
-        for space, arch, dataset in items:
-            yield self.cache.get(space, arch, dataset, self.cfg)
+                   progress=progress, label=label or f"{len(self.indices)} archs")
+        self.table = StatsTable(self.cache.stacked(items, cfg), device=device, aggregate=aggregate)
 
     def scores(self, tree) -> dict:
         flat = self.table.scores(tree)

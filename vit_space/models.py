@@ -3,16 +3,20 @@
 One plain builder function per space, registered by name (as timm does), so `build_model` holds no
 if-chain. Initialisation is seeded from the arch record: the same arch gets the same weights on
 every data set and in every run, which makes cached statistics and proxy scores reproducible.
+Parameters are created directly on the target device, from that device's random stream: on the
+CPU the weights are those of earlier versions bit for bit, on CUDA they differ (another generator)
+but are just as deterministic per arch.
+
+timm is imported when a model is first built, not with this module: it takes seconds (it pulls in
+torchvision), and a run whose statistics are all cached builds no model.
 """
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 
 import torch
 from torch import nn
-from timm.layers import PatchEmbed, trunc_normal_
-from timm.models.pit import PoolingVisionTransformer
-from timm.models.vision_transformer import Block
 
 from vit_space.spaces import arch_seed, get_space
 
@@ -31,6 +35,8 @@ class AutoFormerSubnet(nn.Module):
     pre-norm blocks with per-block heads and MLP ratio, final LayerNorm, mean of patch tokens."""
 
     def __init__(self, arch: dict, num_classes: int, img_size: int = 224, patch_size: int = 16):
+        from timm.layers import PatchEmbed
+        from timm.models.vision_transformer import Block
         super().__init__()
         dim = arch["hidden_dim"]
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=3, embed_dim=dim)
@@ -51,6 +57,7 @@ class AutoFormerSubnet(nn.Module):
 
 
 def _init_linear(module: nn.Module) -> None:
+    from timm.layers import trunc_normal_
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
@@ -67,6 +74,7 @@ def build_autoformer(arch: dict, num_classes: int, img_size: int = 224) -> nn.Mo
 
 @register_builder("pit")
 def build_pit(arch: dict, num_classes: int, img_size: int = 224) -> nn.Module:
+    from timm.models.pit import PoolingVisionTransformer
     return PoolingVisionTransformer(
         img_size=img_size, patch_size=16, stride=8, base_dims=[arch["base_dim"]] * 3,
         depth=list(arch["depth"]), heads=list(arch["num_heads"]), mlp_ratio=arch["mlp_ratio"],
@@ -77,6 +85,7 @@ def _seeded_init(model: nn.Module, seed: int) -> None:
     """Re-draw every Linear/LayerNorm in registration order (the head is registered last), then
     the position embedding and class token: the blocks' weights then depend on the arch only,
     not on the number of classes or the image size."""
+    from timm.layers import trunc_normal_
     torch.manual_seed(seed)
     model.apply(_init_linear)
     for name, param in model.named_parameters():
@@ -84,12 +93,28 @@ def _seeded_init(model: nn.Module, seed: int) -> None:
             trunc_normal_(param, std=0.02)
 
 
-def build_model(space: str, arch: dict, num_classes: int, img_size: int = 224) -> nn.Module:
-    """Validate the arch, then build it with weights seeded from the record (the global RNG is
-    left as it was, so callers' own seeding is not disturbed)."""
+def _on_device(device: torch.device):
+    """Factory functions create tensors on `device` (the CPU needs no context: left as it was)."""
+    return contextlib.nullcontext() if device.type == "cpu" else device
+
+
+def _forked_rng(device: torch.device):
+    """The global random state of the CPU and, on CUDA, of the target GPU, restored on exit."""
+    if device.type != "cuda":
+        return torch.random.fork_rng(devices=[])
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.random.fork_rng(devices=[index], device_type="cuda")
+
+
+def build_model(space: str, arch: dict, num_classes: int, img_size: int = 224,
+                device="cpu") -> nn.Module:
+    """Validate the arch, then build it on `device` with weights seeded from the record (the
+    global RNG is left as it was, so callers' own seeding is not disturbed). Building on the target
+    device skips a CPU initialisation and a copy: on a GPU that is most of an extraction's time."""
     get_space(space).validate(arch)
     seed = arch_seed(space, arch)
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device)
+    with _forked_rng(device), _on_device(device):
         torch.manual_seed(seed)
         model = MODEL_BUILDERS[space](arch, num_classes, img_size)
         with torch.no_grad():
@@ -99,4 +124,5 @@ def build_model(space: str, arch: dict, num_classes: int, img_size: int = 224) -
 
 def transformer_blocks(model: nn.Module) -> list:
     """The timm `Block`s of a model in forward order: the units the ViT statistics describe."""
+    from timm.models.vision_transformer import Block
     return [m for m in model.modules() if isinstance(m, Block)]

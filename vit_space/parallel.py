@@ -8,24 +8,15 @@ entries; the caller then reads them, so results are identical whatever ran them.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 from typing import Optional, Sequence
 
 import joblib
 from tqdm.auto import tqdm
 
 from vit_space.errors import BadInput
+from vit_space.malloc import release_freed_memory
 
 BACKENDS = ("loky", "dask", "sequential")
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by a model's forward/backward back to the OS (glibc keeps it otherwise,
-    and hundreds of extractions in one process then inflate the resident size)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _extract_one(cache, space, arch, dataset, cfg, threads: int) -> int:
@@ -72,9 +63,11 @@ def run_parallel(fn, tasks: Sequence[tuple], n_jobs: int, backend: str, schedule
 
 
 def fill_cache(cache, items: Sequence[tuple], cfg, n_jobs: int = 1, backend: str = "loky",
-               scheduler: Optional[str] = None, progress: bool = True) -> int:
-    """Extract the statistics of the (space, arch, dataset) items missing from the cache."""
+               scheduler: Optional[str] = None, progress: bool = True, label: str = "") -> int:
+    """Extract the statistics of the (space, arch, dataset) items missing from the cache; `label`
+    says in the progress bar which items these are (e.g. "search split")."""
     missing = [(cache, s, a, d, cfg, 1 if n_jobs != 1 else 0) for s, a, d in items
                if not cache.contains(s, a, d, cfg)]
-    run_parallel(_extract_one, missing, n_jobs, backend, scheduler, "extract statistics", progress)
+    desc = f"statistics ({label})" if label else "extract statistics"
+    run_parallel(_extract_one, missing, n_jobs, backend, scheduler, desc, progress)
     return len(missing)

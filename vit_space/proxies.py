@@ -5,7 +5,9 @@ usable by its file name (e.g. `autoprox-autoformer`) wherever a proxy is accepte
 """
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,6 +18,7 @@ from vit_space.errors import BadInput
 from vit_space.terminals import vit_primitive_set
 
 RESULTS_DIR = REPO_ROOT / "results"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # how proxy names look (formulas hold parentheses)
 
 # Baselines the primitive set can express, written as trees over the ViT statistics. On full
 # (unsketched) statistics each equals the direct baseline with scope="blocks" (tests check it).
@@ -51,18 +54,28 @@ class Proxy:
         return parse_formula(self.formula, vit_primitive_set())
 
 
+def unknown_name(text: str, names: list) -> BadInput:
+    """The error for a proxy name nobody knows: every known name, the closest to `text` first."""
+    close = difflib.get_close_matches(text, names, n=len(names), cutoff=0.6)
+    ordered = ", ".join(close + [n for n in names if n not in close])
+    return BadInput(f"--proxy {text}: unknown proxy name (expected one of {ordered}, or a formula)")
+
+
 def resolve_proxy(text: str) -> Proxy:
     if text in BASELINES:
         return Proxy(text, None, "baseline")
     discovered = discovered_proxies()
     if text in discovered:
         return Proxy(text, discovered[text], "discovered")
-    if "(" not in text and text.isidentifier() and text not in ("msa_numel", "mlp_numel"):
-        names = ", ".join(list(BASELINES) + list(discovered))
-        raise BadInput(f"--proxy {text}: unknown proxy name (expected one of {names}, or a formula)")
+    names = list(BASELINES) + list(discovered)
+    # a bare name (discovered names hold '-'), unless it is a Scalar terminal, a formula by itself
+    if _NAME.fullmatch(text) and text not in ("msa_numel", "mlp_numel"):
+        raise unknown_name(text, names)
     try:
         parse_formula(text, vit_primitive_set())
     except FormulaError as exc:
+        if difflib.get_close_matches(text, names, n=1, cutoff=0.8):  # a misspelt name, not a formula
+            raise unknown_name(text, names) from None
         raise BadInput(f"--proxy: {exc}") from None
     return Proxy(text, text, "formula")
 

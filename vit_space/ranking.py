@@ -34,37 +34,47 @@ def proxy_scores(s: DataSetup, proxies: list, indices: list, aggregate: str = "s
 
 def rank(s: DataSetup, proxies: list, split: str, aggregate: str = "sum",
          settings: JCMSettings = JCMSettings(), plot_dir: Optional[Path] = None) -> dict:
-    indices = s.bench.split(split, s.cfg.seed)
+    indices = s.bench.split(split, s.split_seed)
     columns = [column_for(d, s.acc, s.bench.space) for d in s.datasets]
     accuracies = {c: s.bench.accuracies(indices, c) for c in columns}  # validate before any work
     scores = proxy_scores(s, proxies, indices, aggregate)
     report = {"space": s.bench.space, "split": split, "n": len(indices), "proxies": {}}
     for name, per_column in scores.items():
         result = result_from_scores(per_column, accuracies, settings)
-        report["proxies"][name] = {"datasets": result.datasets, "jcm": result.jcm}
+        report["proxies"][name] = result.as_json()  # correlations, JCM and the tied-pair share
         if plot_dir is not None:
             plot_scatter(name, per_column, accuracies, Path(plot_dir), result.datasets)
     return report
 
 
-def plot_scatter(name: str, per_column: dict, accuracies: dict, out: Path, corr: dict) -> None:
+def scatter_figure(name: str, scores, acc: list, column: str, tau: Optional[dict]):
+    """Score-vs-accuracy scatter of one proxy and column. The x ticks are few and in scientific
+    notation past 1e4 (one shared exponent), so large scores never print overlapping labels."""
     import matplotlib
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    pairs = [(s, a) for s, a in zip(scores, acc) if a is not None]
+    ax.scatter([p[0] for p in pairs], [p[1] for p in pairs], s=12)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
+    ax.set_title(f"{name[:40]} vs {column}\nKendall {tau['kendall']:.3f}" if tau else f"{name[:40]} (invalid)",
+                 fontsize=9)
+    ax.set_xlabel("proxy score")
+    ax.set_ylabel(column)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scatter(name: str, per_column: dict, accuracies: dict, out: Path, corr: dict) -> None:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80]
     for column, scores in per_column.items():
-        fig, ax = plt.subplots(figsize=(4.5, 3.5))
-        acc = accuracies[column]
-        pairs = [(s, a) for s, a in zip(scores, acc) if a is not None]
-        ax.scatter([p[0] for p in pairs], [p[1] for p in pairs], s=12)
-        tau = corr.get(column)
-        ax.set_title(f"{name[:40]} vs {column}\nKendall {tau['kendall']:.3f}" if tau else f"{name[:40]} (invalid)",
-                     fontsize=9)
-        ax.set_xlabel("proxy score")
-        ax.set_ylabel(column)
-        fig.tight_layout()
+        fig = scatter_figure(name, scores, accuracies[column], column, corr.get(column))
         fig.savefig(out / f"{stem}__{column}.png", dpi=90)
         plt.close(fig)
 
@@ -75,7 +85,7 @@ def format_table(report: dict) -> str:
     columns = list(next(iter(report["proxies"].values()))["datasets"]) if names else []
     width = max([len(n) for n in names] + [5])
     width = min(width, 60)
-    head = f"{'proxy':{width}s} " + " ".join(f"{c[:-4]:>20s}" for c in columns) + f" {'JCM':>7s}"
+    head = f"{'proxy':{width}s} " + " ".join(f"{c[:-4]:>20s}" for c in columns) + f" {'JCM':>7s} {'ties':>6s}"
     lines = [f"{report['space']} bench, {report['split']} split, n = {report['n']}",
              f"{'':{width}s} " + " ".join(f"{'tau / rho / r':>20s}" for _ in columns), head]
     for name in names:
@@ -85,5 +95,5 @@ def format_table(report: dict) -> str:
             v = entry["datasets"][c]
             cells.append(f"{v['kendall']:6.3f}/{v['spearman']:6.3f}/{v['pearson']:6.3f}" if v else f"{'invalid':>20s}")
         shown = name if len(name) <= width else name[:width - 3] + "..."
-        lines.append(f"{shown:{width}s} " + " ".join(f"{x:>20s}" for x in cells) + f" {entry['jcm']:7.3f}")
+        lines.append(f"{shown:{width}s} " + " ".join(f"{x:>20s}" for x in cells) + f" {entry['jcm']:7.3f} {entry.get('tied_share') or 0:6.3f}")
     return "\n".join(lines)

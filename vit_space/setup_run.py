@@ -35,13 +35,14 @@ class DataSetup:
     backend: str
     scheduler: Optional[str]
     progress: bool
+    split_seed: int = 0  # the 60/40 split alone: many splits share one batch and statistics cache
 
 
 _STATS = StatsConfig()
 DATA_DEFAULTS = {
     "space": "autoformer", "bench": None, "datasets": "c100,flowers,chaoyang", "acc": "kd",
     "archs": None, "data_root": None, "batch_size": _STATS.batch_size, "img_size": _STATS.img_size,
-    "seed": 0, "rows": _STATS.rows, "tokens": _STATS.tokens, "device": "auto", "cache": None,
+    "seed": 0, "split_seed": None, "rows": _STATS.rows, "tokens": _STATS.tokens, "device": "auto", "cache": None,
     "jobs": 1, "backend": "loky", "scheduler": None, "quiet": False,
 }
 
@@ -73,5 +74,7 @@ def data_setup(args) -> DataSetup:
         from vit_space.batches import make_batch
         for d in datasets:
             make_batch(d, 1, args.img_size, args.seed, args.data_root)
+    split_seed = getattr(args, "split_seed", None)
     return DataSetup(bench, datasets, args.acc, cfg, StatsCache(args.cache, device=device), device,
-                     args.jobs, args.backend, args.scheduler, not args.quiet)
+                     args.jobs, args.backend, args.scheduler, not args.quiet,
+                     args.seed if split_seed is None else split_seed)

@@ -26,8 +26,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vit_space.batches import make_batch
-from vit_space.datasets import NUM_CLASSES
 from vit_space.models import build_model, transformer_blocks
 from vit_space.spaces import arch_key, arch_seed
 
@@ -102,7 +100,11 @@ def forward_backward(model: torch.nn.Module, images: torch.Tensor, labels: torch
 def extract_stats(space: str, arch: dict, dataset: str, cfg: StatsConfig,
                   device: str = "cpu") -> dict:
     """Build the arch, run the batch once, return {'blocks': [per-block dict], 'meta': ...}."""
-    model = build_model(space, arch, NUM_CLASSES[dataset], cfg.img_size).to(device)
+    # imported here: the data sets pull in torchvision and timm (seconds), which a run whose
+    # statistics are all cached never needs
+    from vit_space.batches import make_batch
+    from vit_space.datasets import NUM_CLASSES
+    model = build_model(space, arch, NUM_CLASSES[dataset], cfg.img_size, device)
     images, labels = make_batch(dataset, cfg.batch_size, cfg.img_size, cfg.seed, cfg.data_root)
     outputs = forward_backward(model, images.to(device), labels.to(device))
     gen = torch.Generator().manual_seed(arch_seed(space, arch))

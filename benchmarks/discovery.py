@@ -1,0 +1,265 @@
+"""Does the discovery discover? Per space and 60/40 split seed: (a) the paper budget, (b) the large
+budget, (c) random search with as many evaluations as (b), (d) the hand-crafted baselines, each
+chosen on the split's search part and scored on its test part.
+
+Each finished (split, method) row is appended at once to results/discovery-<space>.json (atomic
+rewrite), and rows already there are skipped, so the benchmark runs across sessions; a search cut
+short resumes from its checkpoint under runs/discovery/. All rows of a space share one statistics
+cache: only the split changes (--split-seed), never the batch.
+
+    python benchmarks/discovery.py                       # both spaces, splits 0-9, all methods
+    python benchmarks/discovery.py --spaces pit --splits 0 1 --methods paper baselines
+    python benchmarks/discovery.py --table               # the README table from the JSON files
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from gp.budgets import BUDGETS, budget_config  # noqa: E402
+from gp.run import evolve_with_options  # noqa: E402
+from vit_space.atomic import write_json_atomic  # noqa: E402
+from vit_space.baseline_scores import baseline_scores  # noqa: E402
+from vit_space.bench import column_for  # noqa: E402
+from vit_space.errors import BadInput  # noqa: E402
+from vit_space.evaluator import JCMSettings, result_from_scores  # noqa: E402
+from vit_space.parallel import fill_cache  # noqa: E402
+from vit_space.setup_run import make_setup  # noqa: E402
+
+SEARCHES = ("paper", "large", "random")
+# the direct baselines but the two costliest per model (GraSP's second-order pass, ZiCo's
+# per-sample gradients: ~21 s and ~9 s of ~60 s an arch at 224 px, measured beside other jobs)
+BASELINES = ("params", "flops", "grad_norm", "snip", "fisher", "synflow", "jacob_cov", "nwot", "dss")
+METHODS = SEARCHES + ("baselines",)
+
+
+def results_path(results: Path, space: str) -> Path:
+    return results / f"discovery-{space}.json"
+
+
+def settings_of(setup) -> dict:
+    """What every row of a file shares (a file made with other settings is refused)."""
+    return {"space": setup.bench.space, "archs": len(setup.bench), "datasets": setup.datasets,
+            "acc": setup.acc, "stats": asdict(setup.cfg), "budgets": BUDGETS}
+
+
+def load_rows(path: Path, settings: dict) -> list:
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    if data["settings"] != settings:
+        raise BadInput(f"{path} holds rows made with other settings; move it away or use --results")
+    return data["rows"]
+
+
+def append_row(path: Path, settings: dict, row: dict) -> None:
+    rows = load_rows(path, settings)
+    write_json_atomic(path, {"settings": settings, "rows": rows + [row]})
+
+
+def done(rows: list, split: int, method: str) -> bool:
+    return any(r["split_seed"] == split and r["method"] == method for r in rows)
+
+
+def search_row(setup, options: dict, split: int, method: str, config, runs: Path) -> dict:
+    """One search in a fresh process (spawned: nothing of this one is copied), so the memory of
+    its statistics goes back to the system when it ends; it resumes from its checkpoint if cut
+    short before."""
+    out = runs / setup.bench.space / f"split{split}" / method
+    out.mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result = pool.submit(evolve_with_options, options, config, out, True).result()
+    return {"split_seed": split, "method": method, "evaluations": result["evaluations"],
+            "seconds": result["seconds"], "formula": result["formula"],
+            "search_jcm": result["search"]["jcm"], "test_jcm": result["test"]["jcm"],
+            "search_tied": result["search"]["tied_share"], "test_tied": result["test"]["tied_share"],
+            "choice": result["choice"], "beside_formula": result["beside"]["formula"],
+            "beside_test_jcm": result["beside"]["test"]["jcm"],
+            "out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)}
+
+
+def baseline_rows(setup, split: int, all_scores: dict) -> list:
+    """One row per baseline: its scores over all archs (computed once), sliced to the split."""
+    rows = []
+    columns = {d: column_for(d, setup.acc, setup.bench.space) for d in setup.datasets}
+    parts = {part: setup.bench.split(part, setup.split_seed) for part in ("search", "test")}
+    for name in BASELINES:
+        row = {"split_seed": split, "method": name, "evaluations": 0, "seconds": None, "formula": None}
+        for part, indices in parts.items():
+            scores = {columns[d]: all_scores[name][d][indices] for d in setup.datasets}
+            acc = {c: setup.bench.accuracies(indices, c) for c in scores}
+            js = result_from_scores(scores, acc, JCMSettings()).as_json()
+            row[f"{part}_jcm"], row[f"{part}_tied"] = js["jcm"], js["tied_share"]
+        rows.append(row)
+    return rows
+
+
+def prefill(setup) -> None:
+    """Statistics of all the space's archs, last item first: an extraction filling the same cache
+    in the usual order meets this one halfway instead of racing it item by item."""
+    archs = setup.bench.archs(range(len(setup.bench)))
+    items = [(setup.bench.space, arch, d) for d in setup.datasets for arch in archs][::-1]
+    fill_cache(setup.cache, items, setup.cfg, progress=setup.progress, label="all archs, reversed")
+
+
+def run_searches(setup, options: dict, split: int, methods: list, results: Path, runs: Path) -> None:
+    settings, path = settings_of(setup), results_path(results, setup.bench.space)
+    todo = [m for m in methods if m in SEARCHES and not done(load_rows(path, settings), split, m)]
+    if todo:
+        prefill(setup)
+    for method in todo:
+        overrides = {"seed": split}
+        if method == "random":  # as many evaluations as the large budget spent here
+            large = [r for r in load_rows(path, settings)
+                     if r["split_seed"] == split and r["method"] == "large"]
+            evals = large[0]["evaluations"] if large else BUDGETS["large"]["evals"]
+            config = budget_config("large", strategy="random", evals=evals, **overrides)
+        else:
+            config = budget_config(method, **overrides)
+            if method == "paper":
+                config.checkpoint_every = 50
+        started = time.perf_counter()
+        row = search_row(setup, options, split, method, config, runs)
+        append_row(path, settings, row)
+        print(f"{setup.bench.space} split {split} {method}: test JCM {row['test_jcm']:.4f} "
+              f"({row['evaluations']} evaluations, {time.perf_counter() - started:.0f} s) "
+              f"{row['formula']}", flush=True)
+
+
+def run_baselines(setup, split: int, results: Path, scores_of: dict) -> None:
+    """Baseline rows of the split; scores over all archs are computed (or read from their disk
+    cache) once per space and process, in `scores_of`."""
+    space = setup.bench.space
+    settings, path = settings_of(setup), results_path(results, space)
+    if all(done(load_rows(path, settings), split, name) for name in BASELINES):
+        return
+    if space not in scores_of:
+        archs = setup.bench.archs(range(len(setup.bench)))  # all, in record order
+        scores_of[space] = baseline_scores(BASELINES, space, archs, setup.datasets, setup.cfg,
+                                           setup.cache.root, setup.device, "all", 1, "sequential",
+                                           None, setup.progress)
+    for row in baseline_rows(setup, split, scores_of[space]):
+        if not done(load_rows(path, settings), split, row["method"]):
+            append_row(path, settings, row)
+    print(f"{space} split {split}: baselines written", flush=True)
+
+
+def run(args) -> None:
+    """Split by split; within one, the searches of every space first, then the baselines (their
+    first scoring of all archs is the longest step), so partial results cover every space."""
+    results, runs = Path(args.results), Path(args.runs)
+    results.mkdir(parents=True, exist_ok=True)
+    scores_of = {}
+    for split in args.splits:
+        options = [dict(space=space, split_seed=split, archs=args.archs, img_size=args.img_size,
+                        batch_size=args.batch_size, datasets=args.datasets, cache=args.cache,
+                        quiet=args.quiet, backend="sequential") for space in args.spaces]
+        setups = [make_setup(**o) for o in options]
+        for setup, o in zip(setups, options):
+            run_searches(setup, o, split, args.methods, results, runs)
+        if "baselines" in args.methods:
+            for setup in setups:
+                run_baselines(setup, split, results, scores_of)
+
+
+# ---------------------------------------------------------------------------------- table
+
+def _mean_std(values: list) -> str:
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {std:.3f}"
+
+
+def _paired(a: dict, b: dict) -> tuple:
+    """(wins of a, splits compared, Wilcoxon signed-rank p) over the splits both have."""
+    from scipy.stats import wilcoxon
+    common = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in common]
+    wins = sum(d > 0 for d in diffs)
+    p = None
+    if len(common) >= 2 and any(d != 0 for d in diffs):
+        p = float(wilcoxon(diffs).pvalue)
+    return wins, len(common), p
+
+
+def table(rows: list, space: str) -> str:
+    by_method: dict = {}
+    for r in rows:
+        by_method.setdefault(r["method"], {})[r["split_seed"]] = r
+    best_baseline = {}  # per split: the baseline with the highest search-part JCM
+    for split in {r["split_seed"] for r in rows}:
+        candidates = [r for r in rows if r["split_seed"] == split and r["method"] in BASELINES]
+        if candidates:
+            best_baseline[split] = max(candidates, key=lambda r: r["search_jcm"])
+    order = [m for m in SEARCHES if m in by_method] + [m for m in BASELINES if m in by_method]
+    lines = [f"{space}: test JCM over split seeds (mean ± std), tied-pair share on the test part",
+             "", "| method | splits | test JCM | search JCM | tied pairs (test) | evaluations |",
+             "| --- | ---: | --- | --- | ---: | ---: |"]
+    entries = [(m, by_method[m]) for m in order]
+    if best_baseline:
+        entries.append(("best baseline (by search JCM)", best_baseline))
+    for name, per_split in entries:
+        rs = list(per_split.values())
+        evals = [r["evaluations"] for r in rs if r["evaluations"]]
+        lines.append(f"| {name} | {len(rs)} | {_mean_std([r['test_jcm'] for r in rs])} | "
+                     f"{_mean_std([r['search_jcm'] for r in rs])} | "
+                     f"{statistics.fmean(r['test_tied'] for r in rs):.3f} | "
+                     f"{round(statistics.fmean(evals)) if evals else '-'} |")
+    test_of = {m: {s: r["test_jcm"] for s, r in per.items()} for m, per in by_method.items()}
+    lines.append("")
+    if "large" in test_of:
+        for other, label in (("random", "random search (c)"), ("paper", "paper budget (a)")):
+            if other in test_of:
+                wins, n, p = _paired(test_of["large"], test_of[other])
+                lines.append(f"large (b) vs {label}: {wins}/{n} paired wins, Wilcoxon p = "
+                             f"{'n/a' if p is None else f'{p:.3f}'}")
+        wins, n, p = _paired(test_of["large"], {s: r["test_jcm"] for s, r in best_baseline.items()})
+        lines.append(f"large (b) vs each split's best baseline: {wins}/{n} paired wins, Wilcoxon "
+                     f"p = {'n/a' if p is None else f'{p:.3f}'}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spaces", nargs="+", default=["autoformer", "pit"])
+    p.add_argument("--splits", nargs="+", type=int, default=list(range(10)))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--table", action="store_true", help="print the tables from the JSON files")
+    p.add_argument("--results", default=str(ROOT / "results"), help="where discovery-<space>.json go")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "discovery"), help="search outputs")
+    p.add_argument("--archs", type=int, help="first N bench records (tests)")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--datasets", default="c100,flowers,chaoyang")
+    p.add_argument("--cache", help="statistics cache (default: $AUTOPROX_CACHE or ~/.cache/autoprox)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    if args.table:
+        for space in args.spaces:
+            path = results_path(Path(args.results), space)
+            if path.exists():
+                print(table(json.loads(path.read_text())["rows"], space) + "\n")
+            else:
+                print(f"{space}: no rows yet ({path})\n")
+        return
+    try:
+        run(args)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

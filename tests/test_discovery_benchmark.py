@@ -1,0 +1,58 @@
+"""benchmarks/discovery.py on tiny settings: rows per split and method, random search with the
+large budget's evaluations, resumable (finished rows are never redone), and the table."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from gp.budgets import BUDGETS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_discovery():
+    spec = importlib.util.spec_from_file_location("discovery", ROOT / "benchmarks" / "discovery.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tiny_large(monkeypatch):
+    monkeypatch.setitem(BUDGETS, "large", {**BUDGETS["large"], "pop": 6, "evals": 30, "hof": 4})
+
+
+def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tmp_path, monkeypatch,
+                                         capsys):
+    discovery = load_discovery()
+    argv = ["--spaces", "autoformer", "--splits", "0", "1", "--archs", "12", "--img-size",
+            str(tiny_cfg.img_size), "--batch-size", str(tiny_cfg.batch_size), "--datasets", "c100",
+            "--cache", str(session_cache.root), "--results", str(tmp_path / "results"),
+            "--runs", str(tmp_path / "runs"), "--quiet"]
+    monkeypatch.setitem(BUDGETS, "paper", {"iters": 5})
+    discovery.main(argv)
+    path = tmp_path / "results" / "discovery-autoformer.json"
+    rows = json.loads(path.read_text())["rows"]
+    methods = ["paper", "large", "random", *discovery.BASELINES]
+    assert sorted((r["split_seed"], r["method"]) for r in rows) == sorted(
+        (s, m) for s in (0, 1) for m in methods)
+    by = {(r["split_seed"], r["method"]): r for r in rows}
+    for split in (0, 1):
+        assert by[split, "random"]["evaluations"] == by[split, "large"]["evaluations"] >= 30
+        for m in methods:
+            r = by[split, m]
+            assert -1 <= r["test_jcm"] <= 1 and 0 <= r["test_tied"] <= 1 and 0 <= r["search_tied"] <= 1
+    # another split, another search and test part
+    assert any((by[0, m]["search_jcm"], by[0, m]["test_jcm"]) != (by[1, m]["search_jcm"], by[1, m]["test_jcm"])
+               for m in discovery.BASELINES)
+    # rows already written are skipped: nothing is searched again
+    before = path.read_text()
+    monkeypatch.setattr(discovery, "search_row", lambda *a, **k: pytest.fail("a finished row was redone"))
+    discovery.main(argv)
+    assert path.read_text() == before
+    capsys.readouterr()
+    discovery.main(argv + ["--table"])
+    out = capsys.readouterr().out
+    assert "| large | 2 |" in out and "best baseline (by search JCM)" in out
+    assert "large (b) vs random search (c):" in out and "paired wins" in out

@@ -34,7 +34,8 @@ def main():
             out = out_dir(args.space, flags, seed)
             if not (out / "best.json").exists():
                 subprocess.run([sys.executable, str(ROOT / "runners" / "evolve.py"), "--space", args.space,
-                                "--quiet", "--search-seed", str(seed), "--out", str(out), *flags, *extra],
+                                "--quiet", "--search-seed", str(seed), "--out", str(out), *flags, *extra,
+                                *(["--resume"] if (out / "checkpoint.json").exists() else [])],
                                check=True, cwd=ROOT)
             best = json.loads((out / "best.json").read_text())
             rows.setdefault(label, []).append((best["search"]["jcm"], best["test"]["jcm"], best["formula"]))

@@ -140,3 +140,17 @@ def test_folds_partition_the_search_positions():
     parts = fold_positions(60, 5, seed=3)
     assert sorted(i for p in parts for i in p) == list(range(60))
     assert {len(p) for p in parts} == {12} and parts == fold_positions(60, 5, seed=3)
+
+
+def test_cross_validation_of_a_split_too_small_for_two_folds_is_one_fold():
+    """Fewer than 6 search archs leave one fold: the s.e. is 0 and the score is the JCM itself."""
+    from gp.choice import cross_validate
+    from vit_space.evaluator import JCMSettings, result_from_scores
+
+    acc = {"c100": [70.0, 71.0, 72.5, 69.0, 73.0]}
+    stub = SimpleNamespace(indices=list(range(5)), accuracies=acc, settings=JCMSettings(),
+                           scores=lambda tree: {"c100": np.array([1.0, 3.0, 2.0, 0.5, 4.0])})
+    stub.evaluate_scores = lambda s: result_from_scores(s, acc, stub.settings)
+    (row,) = cross_validate(stub, [parse_formula("sum(msa_w)", PSET)], folds=5)
+    assert len(row["fold_jcm"]) == 1 and row["fold_se"] == 0.0
+    assert row["cv_score"] == pytest.approx(row["jcm"]) and row["jcm"] > 0

@@ -94,7 +94,7 @@ def baseline_rows(setup, split: int, all_scores: dict) -> list:
     rows = []
     columns = {d: column_for(d, setup.acc, setup.bench.space) for d in setup.datasets}
     parts = {part: setup.bench.split(part, setup.split_seed) for part in ("search", "test")}
-    for name in BASELINES:
+    for name in all_scores:
         row = {"split_seed": split, "method": name, "evaluations": 0, "seconds": None, "formula": None}
         for part, indices in parts.items():
             scores = {columns[d]: all_scores[name][d][indices] for d in setup.datasets}
@@ -137,16 +137,17 @@ def run_searches(setup, options: dict, split: int, methods: list, results: Path,
               f"{row['formula']}", flush=True)
 
 
-def run_baselines(setup, split: int, results: Path, scores_of: dict) -> None:
-    """Baseline rows of the split; scores over all archs are computed (or read from their disk
-    cache) once per space and process, in `scores_of`."""
+def run_baselines(setup, split: int, results: Path, scores_of: dict, names=BASELINES) -> None:
+    """Baseline rows of the split for `names`; scores over all archs are computed (or read from
+    their disk cache) once per space and process, in `scores_of`. Baselines are split-independent,
+    so once scored they give a row for every split at no cost."""
     space = setup.bench.space
     settings, path = settings_of(setup), results_path(results, space)
-    if all(done(load_rows(path, settings), split, name) for name in BASELINES):
+    if all(done(load_rows(path, settings), split, name) for name in names):
         return
     if space not in scores_of:
         archs = setup.bench.archs(range(len(setup.bench)))  # all, in record order
-        scores_of[space] = baseline_scores(BASELINES, space, archs, setup.datasets, setup.cfg,
+        scores_of[space] = baseline_scores(names, space, archs, setup.datasets, setup.cfg,
                                            setup.cache.root, setup.device, "all", 1, "sequential",
                                            None, setup.progress)
     for row in baseline_rows(setup, split, scores_of[space]):
@@ -170,7 +171,7 @@ def run(args) -> None:
             run_searches(setup, o, split, args.methods, results, runs)
         if "baselines" in args.methods:
             for setup in setups:
-                run_baselines(setup, split, results, scores_of)
+                run_baselines(setup, split, results, scores_of, args.baselines)
 
 
 # ---------------------------------------------------------------------------------- table
@@ -236,6 +237,8 @@ def main(argv=None):
     p.add_argument("--spaces", nargs="+", default=["autoformer", "pit"])
     p.add_argument("--splits", nargs="+", type=int, default=list(range(10)))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES,
+                   help="the baselines scored (rows are per baseline: others can follow later)")
     p.add_argument("--table", action="store_true", help="print the tables from the JSON files")
     p.add_argument("--results", default=str(ROOT / "results"), help="where discovery-<space>.json go")
     p.add_argument("--runs", default=str(ROOT / "runs" / "discovery"), help="search outputs")

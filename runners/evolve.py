@@ -48,13 +48,10 @@ def main(argv=None):
                    "(without --out: the newest runs/evolve[-N])")
     p.add_argument("--force", action="store_true", help="overwrite the run an --out holds")
     args = p.parse_args(argv)
-    given = {field: getattr(args, flag) for field, flag in (
-        ("pop", "pop"), ("iters", "iters"), ("evals", "evals"), ("ratio", "ratio"),
-        ("topk", "topk"), ("select", "select"), ("tournsize", "tournsize"), ("mutate", "mutate"),
-        ("p_node", "p_node"), ("cxpb", "cxpb"), ("tie_tol", "tie_tol"), ("margin", "margin"),
-        ("max_tries", "max_tries"), ("max_nodes", "max_nodes"), ("hof", "hof"), ("folds", "folds"),
-        ("choose", "choose"), ("checkpoint_every", "checkpoint_every"), ("strategy", "strategy"),
-        ("parsimony", "parsimony")) if getattr(args, flag) is not None}
+    given = {name: getattr(args, name) for name in (  # SearchConfig fields named like their flags
+        "pop", "iters", "evals", "ratio", "topk", "select", "tournsize", "mutate", "p_node", "cxpb",
+        "tie_tol", "margin", "max_tries", "max_nodes", "hof", "folds", "choose", "checkpoint_every",
+        "strategy", "parsimony") if getattr(args, name) is not None}
     if args.no_elitism:
         given["elitism"] = False
     if args.allow_phenotype_duplicates:

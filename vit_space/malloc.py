@@ -10,12 +10,14 @@ functions do nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
 ARENAS = 2  # the main thread's arena and one shared by all other threads
 
 
+@functools.lru_cache(maxsize=None)  # called on every tree evaluation: load the library once
 def _glibc():
     try:
         return ctypes.CDLL("libc.so.6")  # the name only glibc uses

@@ -4,6 +4,7 @@ Each op is total: it never raises on finite or non-finite input. A result that i
 simply returned, and the evaluator marks the unit (and so the architecture) invalid. Protected
 forms (log|x|, sqrt|x|, division by x+eps) keep ordinary inputs such as exact zeros valid.
 Reductions map (units, ...) to (units,); `gram` maps (units, rows..., d) to (units, rows, rows).
+An op may work in place only on a tensor it made itself (its inputs may be the statistics).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def _units(x: torch.Tensor) -> torch.Tensor:
 
 
 def _safe_denominator(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(x >= 0, x + EPS, x - EPS)
+    """x + EPS where x >= 0, else x - EPS (NaN stays NaN): one pass fewer than two sums and a where."""
+    return x + torch.where(x >= 0, x.new_tensor(EPS), x.new_tensor(-EPS))
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -28,8 +30,9 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 def _finite_or_nan(x: torch.Tensor, fn) -> torch.Tensor:
     """Apply a linear-algebra reduction that may not converge on non-finite input: run it on a
     cleaned copy and put NaN back for the units whose input was not finite."""
-    bad = ~torch.isfinite(_units(x)).all(dim=1)
-    clean = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+    finite = torch.isfinite(x)
+    bad = ~_units(finite).all(dim=1)
+    clean = torch.where(finite, x, 0.0) if bool(bad.any()) else x
     try:
         out = fn(clean)
     except RuntimeError:  # e.g. an ill-conditioned decomposition: mark all units invalid
@@ -40,8 +43,8 @@ def _finite_or_nan(x: torch.Tensor, fn) -> torch.Tensor:
 # --- element-wise and shape-keeping unary ops: tensor -> same type ---------------------------
 def abs_(x): return x.abs()
 def neg(x): return -x
-def log(x): return torch.log(x.abs() + EPS)
-def sqrt(x): return torch.sqrt(x.abs())
+def log(x): return x.abs().add_(EPS).log_()
+def sqrt(x): return x.abs().sqrt_()
 def exp(x): return torch.exp(x)
 def square(x): return x * x
 def sigmoid(x): return torch.sigmoid(x)
@@ -49,7 +52,7 @@ def tanh(x): return torch.tanh(x)
 def relu(x): return torch.relu(x)
 def sign(x): return torch.sign(x)
 def step(x): return (x > 0).to(x.dtype)
-def reciprocal(x): return 1.0 / _safe_denominator(x)
+def reciprocal(x): return _safe_denominator(x).reciprocal_()
 
 
 def l2_normalize(x):
@@ -60,13 +63,13 @@ def l2_normalize(x):
 def minmax_normalize(x):
     flat = _units(x)
     low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
-    return ((flat - low) / (high - low + EPS)).reshape(x.shape)
+    return (flat - low).div_(high - low + EPS).reshape(x.shape)
 
 
 def zscore(x):
     flat = _units(x)
     mean, std = flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True, correction=0)
-    return ((flat - mean) / (std + EPS)).reshape(x.shape)
+    return (flat - mean).div_(std + EPS).reshape(x.shape)
 
 
 def softmax(x): return torch.softmax(x, dim=-1)

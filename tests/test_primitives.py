@@ -518,3 +518,39 @@ def test_readme_example_cnn_layers_scored_by_a_tree():
         for u in range(3):
             alone = evaluate_tree(tree, cnn_pset, {k: v[u:u + 1] for k, v in body.items()})
             assert torch.allclose(alone, scores[u:u + 1], rtol=1e-4), text
+
+
+@pytest.mark.parametrize("case", sorted(EDGE))
+def test_ops_leave_their_inputs_untouched(case):
+    """Ops work in place only on tensors they made: the statistics they read stay as they were."""
+    x = EDGE[case].clone()
+    y = x.flip(0).clone()
+    before_x, before_y = x.clone(), y.clone()
+    call_all_ops(x, y)
+    assert torch.equal(x.nan_to_num(7.0), before_x.nan_to_num(7.0)), case
+    assert torch.equal(y.nan_to_num(7.0), before_y.nan_to_num(7.0)), case
+
+
+def _same_bits(a, b):
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0)) \
+        and torch.equal(torch.signbit(a), torch.signbit(b))
+
+
+@pytest.mark.parametrize("case", sorted(EDGE))
+def test_fast_forms_equal_the_plain_definitions_bit_for_bit(case):
+    """The in-place and fused forms (fewer temporaries) must give exactly the textbook formulas."""
+    x, eps = EDGE[case], ops.EPS
+    flat = x.reshape(x.shape[0], -1)
+    plain_denominator = torch.where(x >= 0, x + eps, x - eps)
+    low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    mean, std = flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True, correction=0)
+    plain = {
+        "log": torch.log(x.abs() + eps), "sqrt": torch.sqrt(x.abs()),
+        "reciprocal": 1.0 / plain_denominator,
+        "minmax_norm": ((flat - low) / (high - low + eps)).reshape(x.shape),
+        "zscore": ((flat - mean) / (std + eps)).reshape(x.shape),
+    }
+    for name, expected in plain.items():
+        assert _same_bits(ops.ELEMENTWISE_UNARY[name](x), expected), (case, name)
+    assert _same_bits(ops._safe_denominator(x), plain_denominator), case
+    assert _same_bits(ops.div(x.flip(0), x), x.flip(0) / plain_denominator), case

@@ -585,6 +585,40 @@ def test_importing_the_package_caps_malloc_arenas():
     assert arenas("import") <= malloc_mod.ARENAS
 
 
+FAULT_PROBE = """
+import resource, sys
+if sys.argv[1] == "import":
+    import vit_space
+import os, torch
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+torch.ones(12_000_000).sum()  # 48 MB: above glibc's own largest mmap threshold (32 MB)
+start = faults()
+for _ in range(5):  # a tree's temporaries: allocated, written, freed, again and again
+    torch.ones(12_000_000).sum()
+print(faults() - start, os.environ.get("THP_MEM_ALLOC_ENABLE"))
+"""
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"),
+                    reason="malloc thresholds are glibc's")
+def test_importing_the_package_reuses_large_blocks_without_page_faults():
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "THP_MEM_ALLOC_ENABLE")}
+
+    def probe(mode, extra=None):
+        out = subprocess.run([sys.executable, "-c", FAULT_PROBE, mode], cwd=ROOT,
+                             env={**env, **(extra or {})}, capture_output=True, text=True, check=True)
+        faults, thp = out.stdout.split()
+        return int(faults), thp
+    bare, thp = probe("bare")
+    assert thp == "None" and bare > 5 * 10_000  # every 48 MB block faulted in again, page by page
+    reused, thp = probe("import")
+    assert thp == "1" and reused < bare / 10
+    # a threshold the user set wins: nothing is changed
+    assert probe("import", {"MALLOC_MMAP_THRESHOLD_": str(2**25)})[1] == "None"
+
+
 # ---------------------------------------------------------------- the batch
 
 def test_synthetic_batch_deterministic():

@@ -1,5 +1,6 @@
-"""ViT search spaces, bench, statistics cache and evaluator. Importing the package caps glibc's
-malloc arenas first (see vit_space.malloc): torch's threads would otherwise hold GBs of freed memory."""
-from vit_space.malloc import limit_malloc_arenas
+"""ViT search spaces, bench, statistics cache and evaluator. Importing the package sets up glibc's
+malloc first (see vit_space.malloc): torch's threads would otherwise hold GBs of freed memory, and
+every large temporary would cost fresh page faults."""
+from vit_space.malloc import configure_malloc
 
-limit_malloc_arenas()
+configure_malloc()

@@ -142,11 +142,13 @@ def test_toolbox_and_evolve_determinism(params_scorer):
 def test_proxy_needs_classifies_baselines_and_trees():
     needs = {name: proxy_needs(resolve_proxy(name)) for name in
              ("params", "flops", "synflow", "nwot", "snip", "add(msa_numel, mlp_numel)",
-              "mul(one, msa_numel)", "sum(msa_w)", "sum(step(abs(minmax_norm(msa_g))))")}
+              "mul(one, msa_numel)", "sum(msa_w)", "nuclear(matmul(eye_mlp_w, mlp_w))",
+              "sum(step(abs(minmax_norm(msa_g))))", "sum(matmul(eye_msa_a, msa_a))")}
     assert needs == {"params": "cost", "flops": "cost", "synflow": "weights", "nwot": "data",
                      "snip": "data", "add(msa_numel, mlp_numel)": "structure",
-                     "mul(one, msa_numel)": "structure", "sum(msa_w)": "data",
-                     "sum(step(abs(minmax_norm(msa_g))))": "data"}
+                     "mul(one, msa_numel)": "structure", "sum(msa_w)": "weights",
+                     "nuclear(matmul(eye_mlp_w, mlp_w))": "weights",
+                     "sum(step(abs(minmax_norm(msa_g))))": "data", "sum(matmul(eye_msa_a, msa_a))": "data"}
 
 
 def test_params_and_flops_are_counted_without_building(monkeypatch, tmp_path):
@@ -176,6 +178,23 @@ def test_size_trees_read_a_meta_model_and_equal_extraction(tmp_path):
     pit = sample_fitting("pit", random.Random(1), Constraints(max_params=3e6), 2)
     extracted = [float(StatsTable([extract_stats("pit", a, "c100", CFG)]).scores(proxy.tree)[0]) for a in pit]
     assert ArchScorer(proxy, "pit", CFG, cache).many(pit) == extracted
+
+
+@pytest.mark.parametrize("space", ["autoformer", "pit"])
+def test_weight_trees_run_no_batch_and_equal_extraction(space, tmp_path, monkeypatch):
+    """A tree over weights draws the same sketch rows as a full extraction (the token draws
+    between them included), without the batch or a backward."""
+    import vit_space.arch_search as arch_search
+    formula = "add(mul(nuclear(msa_w), msa_numel), logdet_gram(matmul(eye_mlp_w, mlp_w)))"
+    proxy = resolve_proxy(formula)
+    archs = sample_fitting(space, random.Random(3), Constraints(max_params=4e6), 3)
+    full = [float(StatsTable([extract_stats(space, a, "c100", CFG)]).scores(proxy.tree)[0]) for a in archs]
+    monkeypatch.setattr(arch_search, "make_batch", lambda *a, **k: pytest.fail("the batch was made"))
+    monkeypatch.setattr(arch_search, "extract_stats", lambda *a, **k: pytest.fail("a full extraction"))
+    scorer = ArchScorer(proxy, space, CFG, StatsCache(tmp_path))
+    assert scorer.needs == "weights"
+    assert scorer.many(archs) == full  # bit for bit
+    assert not list(tmp_path.iterdir())
 
 
 def test_data_trees_keep_statistics_in_memory_unless_keep_stats(tmp_path):

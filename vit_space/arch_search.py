@@ -35,7 +35,7 @@ from vit_space.parallel import release_freed_memory, run_parallel
 from vit_space.ranking import proxy_scores
 from vit_space.scoring import StatsTable
 from vit_space.spaces import arch_key, get_space
-from vit_space.statistics import TENSOR_FIELDS, StatsConfig, extract_stats
+from vit_space.statistics import TENSOR_FIELDS, StatsConfig, extract_stats, extract_weight_stats
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,8 @@ def sample_fitting(space: str, rng: random.Random, constraints: Constraints, n: 
 # ---------------------------------------------------------------- scoring
 
 STRUCTURE_TERMINALS = frozenset({"msa_numel", "mlp_numel", "one"})
+# weights and identities of their row counts: no batch needed (eye_msa_a is sized by activations)
+WEIGHT_TERMINALS = STRUCTURE_TERMINALS | {"msa_w", "mlp_w", "eye_msa_w", "eye_mlp_w"}
 
 
 def proxy_needs(proxy) -> str:
@@ -185,7 +187,9 @@ def proxy_needs(proxy) -> str:
             return "cost"
         return "data" if BASELINES[proxy.name].needs_data else "weights"
     used = {node.value for node in proxy.tree if isinstance(node, gp.Terminal)}
-    return "structure" if used <= STRUCTURE_TERMINALS else "data"
+    if used <= STRUCTURE_TERMINALS:
+        return "structure"
+    return "weights" if used <= WEIGHT_TERMINALS else "data"
 
 
 def structure_stats(space: str, arch: dict, img_size: int, num_classes: int) -> dict:
@@ -224,7 +228,7 @@ class CandidateScorer:
             stats = (structure_stats(self.space, arch, cfg.img_size, classes)
                      if self.needs == "structure" else self.statistics(arch))
             return float(StatsTable([stats], self.device, self.aggregate).scores(self._tree)[0])
-        model = build_model(self.space, arch, classes, cfg.img_size).to(self.device)
+        model = build_model(self.space, arch, classes, cfg.img_size, self.device)
         if self.needs == "data":
             if self._batch is None:
                 self._batch = make_batch(self.dataset, cfg.batch_size, cfg.img_size, cfg.seed, cfg.data_root)
@@ -236,12 +240,14 @@ class CandidateScorer:
 
     def statistics(self, arch: dict) -> dict:
         """A cached entry if one exists (read only); else extracted and kept in memory for this
-        score alone, unless keep_stats asks to store it in the cache."""
+        score alone (the weight sketches alone, without the batch, when the tree reads no more),
+        unless keep_stats asks to store complete statistics in the cache."""
         if self.keep_stats:
             return self.cache.get(self.space, arch, self.dataset, self.cfg)
         stats = self.cache.load(self.cache.path(self.space, arch, self.dataset, self.cfg))
         if stats is None:
-            stats = extract_stats(self.space, arch, self.dataset, self.cfg, self.device)
+            extract = extract_weight_stats if self.needs == "weights" else extract_stats
+            stats = extract(self.space, arch, self.dataset, self.cfg, self.device)
             release_freed_memory()
         return stats
 

@@ -19,17 +19,20 @@ from vit_space.baselines import score_baselines
 from vit_space.batches import make_batch
 from vit_space.costs import ANALYTIC_BASELINES, arch_cost
 from vit_space.datasets import NUM_CLASSES
-from vit_space.models import build_model
+from vit_space.models import build_model, random_stream
 from vit_space.parallel import release_freed_memory, run_parallel
 from vit_space.spaces import arch_key
 
 SCORES_VERSION = 1
 
 
-def _score_path(root: Path, name: str, space: str, arch: dict, dataset: str, cfg, scope: str) -> Path:
+def _score_path(root: Path, name: str, space: str, arch: dict, dataset: str, cfg, scope: str,
+                device: str = "cpu") -> Path:
+    """Scores of models built on a GPU (other initial weights) go to baseline-v1-cuda/."""
     text = (f"v{SCORES_VERSION}|{name}|{space}|{arch_key(arch)}|{dataset}|{cfg.batch_size}|"
             f"{cfg.img_size}|{cfg.seed}|{cfg.data_root}|{scope}")
-    return root / f"baseline-v{SCORES_VERSION}" / space / name / (hashlib.sha256(text.encode()).hexdigest()[:32] + ".joblib")
+    return (root / f"baseline-v{SCORES_VERSION}{random_stream(device)}" / space / name
+            / (hashlib.sha256(text.encode()).hexdigest()[:32] + ".joblib"))
 
 
 def _score_item(root, names, space, arch, dataset, cfg, scope, device, threads) -> dict:
@@ -43,12 +46,12 @@ def _score_item(root, names, space, arch, dataset, cfg, scope, device, threads) 
     out = {n: ANALYTIC_BASELINES[n](arch_cost(space, arch, cfg.img_size, classes)) for n in counted}
     rest = [n for n in names if n not in out]
     if rest:
-        model = build_model(space, arch, classes, cfg.img_size).to(device)
+        model = build_model(space, arch, classes, cfg.img_size, device)
         images, labels = make_batch(dataset, cfg.batch_size, cfg.img_size, cfg.seed, cfg.data_root)
         out.update(score_baselines(rest, model, images.to(device), labels.to(device), scope))
         release_freed_memory()
     for name in names:
-        atomic_dump(float(out[name]), _score_path(root, name, space, arch, dataset, cfg, scope))
+        atomic_dump(float(out[name]), _score_path(root, name, space, arch, dataset, cfg, scope, device))
     return out
 
 
@@ -61,9 +64,11 @@ def baseline_scores(names: Sequence[str], space: str, archs: Sequence[dict],
     todo = []
     for dataset in datasets:
         for arch in archs:
-            missing = [n for n in names if not _score_path(root, n, space, arch, dataset, cfg, scope).exists()]
+            missing = [n for n in names
+                       if not _score_path(root, n, space, arch, dataset, cfg, scope, device).exists()]
             if missing:
                 todo.append((root, missing, space, arch, dataset, cfg, scope, device, 1 if n_jobs != 1 else 0))
     run_parallel(_score_item, todo, n_jobs, backend, scheduler, "baseline scores", progress)
-    return {name: {d: np.array([joblib.load(_score_path(root, name, space, a, d, cfg, scope)) for a in archs])
+    return {name: {d: np.array([joblib.load(_score_path(root, name, space, a, d, cfg, scope, device))
+                                for a in archs])
                    for d in datasets} for name in names}

@@ -23,9 +23,9 @@ from typing import Optional, Sequence
 
 import joblib
 import numpy as np
-import torch
 
 from vit_space.atomic import atomic_dump
+from vit_space.models import random_stream
 from vit_space.stacking import Stacked, signature, stack_in_place
 from vit_space.statistics import STATS_VERSION, StatsConfig, extract_stats
 
@@ -65,14 +65,8 @@ class StatsCache:
         self.device = device
         self.hits = self.misses = self.recovered = 0
 
-    def _stream(self) -> str:
-        """Models are initialised from their device's random stream (vit_space.models), so entries
-        extracted on a GPU hold other weights than the CPU's: they are kept apart, never mixed."""
-        kind = torch.device(self.device).type
-        return "" if kind == "cpu" else f"-{kind}"
-
     def path(self, space: str, arch: dict, dataset: str, cfg: StatsConfig) -> Path:
-        return (self.root / f"stats-v{STATS_VERSION}{self._stream()}" / space
+        return (self.root / f"stats-v{STATS_VERSION}{random_stream(self.device)}" / space
                 / f"{cfg.key(space, arch, dataset)}.joblib")
 
     def _damaged(self, path: Path, problem: str) -> None:
@@ -118,7 +112,7 @@ class StatsCache:
         keys = "\n".join(cfg.key(*item) for item in items)
         name = hashlib.sha256(keys.encode()).hexdigest()[:32]
         space = items[0][0] if items else "none"
-        return self.root / f"stacks-v{STATS_VERSION}{self._stream()}" / space / f"{name}{STACK_SUFFIX}"
+        return self.root / f"stacks-v{STATS_VERSION}{random_stream(self.device)}" / space / f"{name}{STACK_SUFFIX}"
 
     def stacked(self, items: Sequence[tuple], cfg: StatsConfig) -> Stacked:
         """The statistics of `items` stacked per block-shape group, read from their stack file

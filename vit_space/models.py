@@ -122,6 +122,14 @@ def build_model(space: str, arch: dict, num_classes: int, img_size: int = 224,
     return model
 
 
+def random_stream(device) -> str:
+    """"" for the CPU, "-cuda" (the device type) elsewhere: models built on another device draw
+    their weights from that device's generator, so whatever was computed from them (statistics,
+    baseline scores) is stored apart under this suffix, never mixed with the CPU's."""
+    kind = torch.device(device).type
+    return "" if kind == "cpu" else f"-{kind}"
+
+
 def transformer_blocks(model: nn.Module) -> list:
     """The timm `Block`s of a model in forward order: the units the ViT statistics describe."""
     from timm.models.vision_transformer import Block

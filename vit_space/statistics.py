@@ -60,14 +60,24 @@ def _take(t: torch.Tensor, idx: Optional[torch.Tensor], dim: int) -> np.ndarray:
     return t.detach().to("cpu", torch.float32).numpy().copy()
 
 
+def _module_matrices(block, part: str = "weight") -> tuple:
+    """(MSA, MLP) matrices of a block in the layout above: its weights, or with part="grad"
+    their gradients."""
+    qkv, proj, fc1, fc2 = (m.weight.grad if part == "grad" else m.weight
+                           for m in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2))
+    return torch.cat([qkv, proj], 0), torch.cat([fc1, fc2.t()], 0)
+
+
+def _draws(msa_rows: int, mlp_rows: int, tokens: int, cfg: StatsConfig, gen: torch.Generator) -> tuple:
+    """A block's sketch indices, drawn in one fixed order from the arch's generator: whoever
+    reproduces a sketch (the weights-only path) must draw all three to stay in step."""
+    return _subset(msa_rows, cfg.rows, gen), _subset(mlp_rows, cfg.rows, gen), _subset(tokens, cfg.tokens, gen)
+
+
 def _block_record(block, out: dict, cfg: StatsConfig, gen: torch.Generator) -> dict:
-    attn, mlp = block.attn, block.mlp
-    msa_w = torch.cat([attn.qkv.weight, attn.proj.weight], 0)
-    msa_g = torch.cat([attn.qkv.weight.grad, attn.proj.weight.grad], 0)
-    mlp_w = torch.cat([mlp.fc1.weight, mlp.fc2.weight.t()], 0)
-    mlp_g = torch.cat([mlp.fc1.weight.grad, mlp.fc2.weight.grad.t()], 0)
-    msa_rows, mlp_rows = _subset(msa_w.shape[0], cfg.rows, gen), _subset(mlp_w.shape[0], cfg.rows, gen)
-    tokens = _subset(out["msa"].shape[1], cfg.tokens, gen)
+    msa_w, mlp_w = _module_matrices(block)
+    msa_g, mlp_g = _module_matrices(block, "grad")
+    msa_rows, mlp_rows, tokens = _draws(msa_w.shape[0], mlp_w.shape[0], out["msa"].shape[1], cfg, gen)
     return {
         "msa_w": _take(msa_w, msa_rows, 0), "msa_g": _take(msa_g, msa_rows, 0),
         "mlp_w": _take(mlp_w, mlp_rows, 0), "mlp_g": _take(mlp_g, mlp_rows, 0),
@@ -95,6 +105,44 @@ def forward_backward(model: torch.nn.Module, images: torch.Tensor, labels: torch
         for h in handles:
             h.remove()
     return outputs
+
+
+def block_tokens(space: str, arch: dict, img_size: int, num_classes: int) -> list:
+    """Tokens per sample of each block's output, from a forward on the meta device (shapes only:
+    no weights, no data): what a block's token sketch draws from."""
+    from vit_space.costs import meta_model
+    model, seen = meta_model(space, arch, img_size, num_classes), []
+    handles = [b.attn.register_forward_hook(lambda _m, _i, out: seen.append(out.shape[1]))
+               for b in transformer_blocks(model)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, img_size, img_size, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def extract_weight_stats(space: str, arch: dict, dataset: str, cfg: StatsConfig,
+                         device: str = "cpu") -> dict:
+    """What a tree over weights and module sizes reads, with no batch and no backward: the same
+    weight sketches as extract_stats (the generator makes the same draws, token draws included),
+    gradients and activations empty. Not a cache entry: the cache holds complete statistics."""
+    from vit_space.datasets import NUM_CLASSES
+    model = build_model(space, arch, NUM_CLASSES[dataset], cfg.img_size, device)
+    tokens = block_tokens(space, arch, cfg.img_size, NUM_CLASSES[dataset])
+    gen = torch.Generator().manual_seed(arch_seed(space, arch))
+    empty = np.zeros((0,), np.float32)
+    blocks = []
+    for block, n_tokens in zip(transformer_blocks(model), tokens):
+        msa_w, mlp_w = _module_matrices(block)
+        msa_rows, mlp_rows, _ = _draws(msa_w.shape[0], mlp_w.shape[0], n_tokens, cfg, gen)
+        blocks.append({**{f: empty for f in TENSOR_FIELDS},
+                       "msa_w": _take(msa_w, msa_rows, 0), "mlp_w": _take(mlp_w, mlp_rows, 0),
+                       "msa_numel": float(msa_w.numel()), "mlp_numel": float(mlp_w.numel())})
+    return {"blocks": blocks, "meta": {"space": space, "arch": arch, "dataset": dataset,
+                                       "config": asdict(cfg), "version": STATS_VERSION,
+                                       "weights_only": True}}
 
 
 def extract_stats(space: str, arch: dict, dataset: str, cfg: StatsConfig,

@@ -85,11 +85,12 @@ def _digest(state: dict) -> str:
     return h.hexdigest()
 
 
-def build_network(model: str, space: str, arch, num_classes: int, img_size: int):
-    """A ViT of the space (seeded from its arch) or the ResNet-56 (seeded by the caller)."""
+def build_network(model: str, space: str, arch, num_classes: int, img_size: int, device="cpu"):
+    """A ViT of the space (seeded from its arch, initialised on `device`: its weights are those
+    the statistics of that device saw) or the ResNet-56 (seeded by the caller, on the CPU)."""
     if model == "resnet56":
         return resnet56(num_classes)
-    return build_model(space, arch, num_classes, img_size)
+    return build_model(space, arch, num_classes, img_size, device)
 
 
 def load_teacher(teacher, teacher_arch, space, num_classes, img_size, device):
@@ -284,7 +285,7 @@ def train(space="autoformer", arch=None, dataset="c100", data_root=None, out_dir
                                                num_workers=workers, generator=loader_gen,
                                                drop_last=rec.mixing)
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=rec.batch_size, num_workers=workers)
-    net = build_network(model, space, arch, num_classes, img_size)
+    net = build_network(model, space, arch, num_classes, img_size, device)
     blocks_of_net = transformer_blocks(net) if model == "vit" else []
     set_drop_path(net, blocks_of_net, rec.drop_path)
     net = net.to(device)

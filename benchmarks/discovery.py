@@ -10,6 +10,11 @@ cache: only the split changes (--split-seed), never the batch.
     python benchmarks/discovery.py                       # both spaces, splits 0-9, all methods
     python benchmarks/discovery.py --spaces pit --splits 0 1 --methods paper baselines
     python benchmarks/discovery.py --table               # the README table from the JSON files
+    python benchmarks/discovery.py --ship                # results/autoprox-<space>.json (below)
+
+--ship writes what the protocol picks as the shipped proxy of each space: the large budget's
+cross-validated choice on split seed 0 (the runners' default split; chosen on its search part
+alone), with the protocol's figures over every split run so far beside it.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from vit_space.parallel import fill_cache  # noqa: E402
 from vit_space.setup_run import make_setup  # noqa: E402
 
 SEARCHES = ("paper", "large", "random")
+SHIP_SPLIT, SHIP_METHOD = 0, "large"  # the shipped proxy: what the protocol picks on split 0
 # the direct baselines but the two costliest per model (GraSP's second-order pass, ZiCo's
 # per-sample gradients: ~21 s and ~9 s of ~60 s an arch at 224 px, measured beside other jobs)
 BASELINES = ("params", "flops", "grad_norm", "snip", "fisher", "synflow", "jacob_cov", "nwot", "dss")
@@ -195,15 +201,25 @@ def _paired(a: dict, b: dict) -> tuple:
     return wins, len(common), p
 
 
+def best_baselines(rows: list) -> dict:
+    """split -> the row of the baseline with the highest search-part JCM on that split."""
+    best = {}
+    for split in {r["split_seed"] for r in rows}:
+        candidates = [r for r in rows if r["split_seed"] == split and r["method"] in BASELINES]
+        if candidates:
+            best[split] = max(candidates, key=lambda r: r["search_jcm"])
+    return best
+
+
+def test_jcms(rows: list, method: str) -> dict:
+    return {r["split_seed"]: r["test_jcm"] for r in rows if r["method"] == method}
+
+
 def table(rows: list, space: str) -> str:
     by_method: dict = {}
     for r in rows:
         by_method.setdefault(r["method"], {})[r["split_seed"]] = r
-    best_baseline = {}  # per split: the baseline with the highest search-part JCM
-    for split in {r["split_seed"] for r in rows}:
-        candidates = [r for r in rows if r["split_seed"] == split and r["method"] in BASELINES]
-        if candidates:
-            best_baseline[split] = max(candidates, key=lambda r: r["search_jcm"])
+    best_baseline = best_baselines(rows)
     order = [m for m in SEARCHES if m in by_method] + [m for m in BASELINES if m in by_method]
     lines = [f"{space}: test JCM over split seeds (mean ± std), tied-pair share on the test part",
              "", "| method | splits | test JCM | search JCM | tied pairs (test) | evaluations |",
@@ -232,6 +248,41 @@ def table(rows: list, space: str) -> str:
     return "\n".join(lines)
 
 
+def protocol_figures(rows: list) -> dict:
+    """The large budget's test JCM per split and its paired record against random search and
+    each split's best baseline: what a user of the shipped proxy can expect from the protocol."""
+    large = test_jcms(rows, SHIP_METHOD)
+    values = list(large.values())
+    out = {"method": SHIP_METHOD, "splits": len(values), "test_jcm": large,
+           "test_jcm_mean": statistics.fmean(values) if values else None,
+           "test_jcm_std": statistics.stdev(values) if len(values) > 1 else None}
+    others = {"random": test_jcms(rows, "random"),
+              "best_baseline": {s: r["test_jcm"] for s, r in best_baselines(rows).items()}}
+    for name, other in others.items():
+        wins, n, p = _paired(large, other)
+        out[f"vs_{name}"] = {"wins": wins, "splits": n, "wilcoxon_p": p}
+    return out
+
+
+def ship(results: Path, space: str) -> Path:
+    """results/autoprox-<space>.json: the split-0 large run's best.json, plus protocol_figures."""
+    path = results_path(results, space)
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    row = next((r for r in rows if r["split_seed"] == SHIP_SPLIT and r["method"] == SHIP_METHOD), None)
+    if row is None:
+        raise BadInput(f"--ship: {path} has no {SHIP_METHOD} row for split seed {SHIP_SPLIT} "
+                       "(expected a finished run: python benchmarks/discovery.py --splits 0)")
+    best_path = ROOT / row["out"] / "best.json"  # an absolute "out" stays as it is
+    if not best_path.is_file():
+        raise BadInput(f"--ship: {best_path} is missing (expected the run the row was made from)")
+    best = json.loads(best_path.read_text())
+    if best["formula"] != row["formula"]:
+        raise BadInput(f"--ship: {best_path} holds {best['formula']}, the row {row['formula']}")
+    target = results / f"autoprox-{space}.json"
+    write_json_atomic(target, {**best, "protocol": protocol_figures(rows)})
+    return target
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--spaces", nargs="+", default=["autoformer", "pit"])
@@ -240,6 +291,8 @@ def main(argv=None):
     p.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES,
                    help="the baselines scored (rows are per baseline: others can follow later)")
     p.add_argument("--table", action="store_true", help="print the tables from the JSON files")
+    p.add_argument("--ship", action="store_true",
+                   help="write results/autoprox-<space>.json from the split-0 large run")
     p.add_argument("--results", default=str(ROOT / "results"), help="where discovery-<space>.json go")
     p.add_argument("--runs", default=str(ROOT / "runs" / "discovery"), help="search outputs")
     p.add_argument("--archs", type=int, help="first N bench records (tests)")
@@ -258,6 +311,10 @@ def main(argv=None):
                 print(f"{space}: no rows yet ({path})\n")
         return
     try:
+        if args.ship:
+            for space in args.spaces:
+                print(f"{space}: wrote {ship(Path(args.results), space)}")
+            return
         run(args)
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,8 +2,8 @@
 
 1. `params` and `flops`: a full random search of --samples archs (`search_archs`, as
    `runners/search.py --proxy params --max-params 6e6` runs it): counted, no model built.
-2. A tree proxy that reads gradients (--tree, default the shipped `autoprox-autoformer`) and
-   `nwot`: on the first --data-samples archs of the same sample, interleaved arch by arch with a
+2. A tree proxy that reads data (--tree, default the shipped `autoprox-autoformer`), a tree over
+   weights alone (--weights-tree: the model is built, no batch run) and `nwot`: on the first --data-samples archs of the same sample, interleaved arch by arch with a
    bare pass (model build + one cross-entropy forward/backward at the same batch), so the ratio
    compares like with like under whatever else runs. Candidates' statistics stay in memory (an
    empty temporary cache is checked to stay empty). The per-candidate cost times --samples is the
@@ -54,6 +54,8 @@ def main():
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--data-samples", type=int, default=10, help="archs timed for the data proxies")
     p.add_argument("--tree", default="autoprox-autoformer")
+    p.add_argument("--weights-tree", default="add(nuclear(msa_w), nuclear(mlp_w))",
+                   help="a tree over weights alone: the model is built, no batch is run")
     p.add_argument("--dataset", default="c100")
     p.add_argument("--threads", type=int, default=1, help="torch threads (CPU time is then close "
                    "to the wall time of an idle core)")
@@ -76,7 +78,7 @@ def main():
             print(f"| {name} | {args.samples} | {seconds / args.samples:.2e} | - | {seconds:.1f} s |")
         archs = sample_fitting(args.space, random.Random(0), budget, args.data_samples)
         scorers = {name: ArchScorer(resolve_proxy(name), args.space, cfg, cache, args.dataset)
-                   for name in (args.tree, "nwot")}
+                   for name in (args.tree, args.weights_tree, "nwot")}
         times = {name: [] for name in ["bare"] + list(scorers)}
         bare_pass(args.space, archs[0], cfg, args.dataset)  # warm-up: first-call allocations
         for arch in archs:

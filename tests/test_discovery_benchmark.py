@@ -56,3 +56,22 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     out = capsys.readouterr().out
     assert "| large | 2 |" in out and "best baseline (by search JCM)" in out
     assert "large (b) vs random search (c):" in out and "paired wins" in out
+    # --ship: the split-0 large run's answer, never a test-part pick, with the protocol's figures
+    discovery.main(argv + ["--ship"])
+    shipped = json.loads((tmp_path / "results" / "autoprox-autoformer.json").read_text())
+    best = json.loads((tmp_path / "runs" / "autoformer" / "split0" / "large" / "best.json").read_text())
+    assert shipped["formula"] == best["formula"] == by[0, "large"]["formula"]
+    assert shipped["choice"] == "cv" and shipped["test"] == best["test"]
+    protocol = shipped["protocol"]
+    assert protocol["splits"] == 2 and protocol["test_jcm"] == {
+        str(s): by[s, "large"]["test_jcm"] for s in (0, 1)}
+    assert protocol["vs_random"]["splits"] == protocol["vs_best_baseline"]["splits"] == 2
+
+
+def test_ship_without_a_split0_large_row_is_a_one_line_error(tmp_path, capsys):
+    discovery = load_discovery()
+    with pytest.raises(SystemExit) as exc:
+        discovery.main(["--spaces", "pit", "--results", str(tmp_path), "--ship"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --ship:") and "split seed 0" in err and "\n" not in err

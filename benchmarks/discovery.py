@@ -19,6 +19,7 @@ alone), with the protocol's figures over every split run so far beside it.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import multiprocessing
 import statistics
@@ -70,8 +71,14 @@ def load_rows(path: Path, settings: dict) -> list:
 
 
 def append_row(path: Path, settings: dict, row: dict) -> None:
-    rows = load_rows(path, settings)
-    write_json_atomic(path, {"settings": settings, "rows": rows + [row]})
+    """Read, append, rewrite atomically, under an exclusive lock on a side file: two benchmark
+    processes on different splits of one space (e.g. `--splits 1 2 3` and `--splits 9 8 7`) may
+    share the file without losing each other's rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = load_rows(path, settings)
+        write_json_atomic(path, {"settings": settings, "rows": rows + [row]})
 
 
 def done(rows: list, split: int, method: str) -> bool:

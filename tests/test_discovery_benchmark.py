@@ -75,3 +75,20 @@ def test_ship_without_a_split0_large_row_is_a_one_line_error(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --ship:") and "split seed 0" in err and "\n" not in err
+
+
+def test_concurrent_appends_keep_every_row(tmp_path):
+    """Two benchmark processes on different splits share one results file (append_row locks)."""
+    import threading
+    discovery = load_discovery()
+    path, settings = tmp_path / "discovery-pit.json", {"space": "pit"}
+
+    def writer(worker):
+        for i in range(10):
+            discovery.append_row(path, settings, {"split_seed": worker, "method": f"m{i}"})
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    rows = json.loads(path.read_text())["rows"]
+    assert sorted((r["split_seed"], r["method"]) for r in rows) == sorted(
+        (w, f"m{i}") for w in range(6) for i in range(10))

@@ -7,10 +7,10 @@ resident against 3.0 GB with MALLOC_ARENA_MAX=2).
 
 A tree evaluation allocates temporaries as large as the stacked statistics (tens of MB each).
 glibc serves anything above 32 MB with a fresh mmap, which the kernel must zero page by page on
-first touch: ~30% of a search's CPU time went to the kernel. Raising the mmap threshold keeps them
-on the heap, where freed blocks are reused, and torch's THP_MEM_ALLOC_ENABLE aligns them to 2 MB
-huge pages, so what is still faulted in comes 512 pages at a time. `release_freed_memory` bounds
-the heap that this keeps.
+first touch: about a quarter of a warm search's CPU time went to the kernel. Raising the mmap
+threshold keeps them on the heap, where freed blocks are reused, and torch's THP_MEM_ALLOC_ENABLE
+aligns them to 2 MB huge pages, so what is still faulted in comes 512 pages at a time.
+`release_freed_memory` bounds the heap that this keeps.
 
 Importing `vit_space` calls `configure_malloc()`, so no user needs an environment variable (one
 that is set wins); elsewhere (macOS, musl) these functions do nothing.

@@ -243,6 +243,14 @@ def table(rows: list, space: str) -> str:
                      f"{round(statistics.fmean(evals)) if evals else '-'} |")
     test_of = {m: {s: r["test_jcm"] for s, r in per.items()} for m, per in by_method.items()}
     lines.append("")
+    searches = [m for m in SEARCHES if m in test_of]
+    common = sorted(set.intersection(*(set(test_of[m]) for m in searches), set(best_baseline))) \
+        if searches else []
+    if common:  # the rows above average each method over its own splits: compare like with like
+        means = [f"{m} {statistics.fmean(test_of[m][s] for s in common):.3f}" for m in searches]
+        means.append(f"best baseline {statistics.fmean(best_baseline[s]['test_jcm'] for s in common):.3f}")
+        lines.append(f"on the {len(common)} split(s) where every search finished "
+                     f"({', '.join(map(str, common))}), mean test JCM: {', '.join(means)}")
     if "large" in test_of:
         for other, label in (("random", "random search (c)"), ("paper", "paper budget (a)")):
             if other in test_of:

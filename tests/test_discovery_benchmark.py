@@ -56,6 +56,7 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     out = capsys.readouterr().out
     assert "| large | 2 |" in out and "best baseline (by search JCM)" in out
     assert "large (b) vs random search (c):" in out and "paired wins" in out
+    assert "on the 2 split(s) where every search finished (0, 1), mean test JCM: paper " in out
     # --ship: the split-0 large run's answer, never a test-part pick, with the protocol's figures
     discovery.main(argv + ["--ship"])
     shipped = json.loads((tmp_path / "results" / "autoprox-autoformer.json").read_text())

@@ -241,7 +241,7 @@ def table(rows: list, space: str) -> str:
                      f"{_mean_std([r['search_jcm'] for r in rs])} | "
                      f"{statistics.fmean(r['test_tied'] for r in rs):.3f} | "
                      f"{round(statistics.fmean(evals)) if evals else '-'} |")
-    test_of = {m: {s: r["test_jcm"] for s, r in per.items()} for m, per in by_method.items()}
+    test_of = {m: test_jcms(rows, m) for m in by_method}
     lines.append("")
     searches = [m for m in SEARCHES if m in test_of]
     common = sorted(set.intersection(*(set(test_of[m]) for m in searches), set(best_baseline))) \

@@ -7,7 +7,6 @@ the candidate reported beside it, and never seen by the search.
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,9 +55,8 @@ def evolve(s: DataSetup, config: SearchConfig, out: Path, resume: bool = False,
     if toolbox_hook:
         toolbox_hook(toolbox)
     search = Search(toolbox, pset, config, rng, fitness, out / "checkpoint.json", identity)
-    started = time.perf_counter()
     state = search.run(resume=resume, progress=s.progress, stop_after=stop_after)
-    seconds = time.perf_counter() - started
+    seconds, seconds_this_run = search.seconds, search.seconds - search.seconds_before
     write_json_atomic(out / "history.json", state.history)
     plot_history(state.history, out / "jcm.png", f"Auto-Prox search, {s.bench.space}")
     if not search.finished:
@@ -79,7 +77,8 @@ def evolve(s: DataSetup, config: SearchConfig, out: Path, resume: bool = False,
         "config": {**asdict(config), **data_identity(s, aggregate), "device": s.device},
         "beside": {"rule": "cv" if config.choose == "best" else "best", **scored(other)},
         "evaluations": len(fitness.memo), "evaluations_this_run": fitness.evaluations,
-        "seconds": round(seconds, 2), "rejects": state.rejects, "hall_of_fame": rows,
+        "seconds": round(seconds, 2),
+        "seconds_this_run": round(seconds_this_run, 2), "rejects": state.rejects, "hall_of_fame": rows,
     }
     write_json_atomic(out / "best.json", report)
     write_json_atomic(out / "pareto.json", [

@@ -17,6 +17,7 @@ population's generator until `evals` evaluations, keeping the best P distinct ph
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -224,6 +225,15 @@ class Search:
         self.checkpoint_path = checkpoint_path
         self.identity = identity or {"search": asdict(config)}
         self.state: Optional[SearchState] = None
+        self.seconds_before = 0.0  # wall seconds of earlier runs of this search (from the checkpoint)
+        self._run_started: Optional[float] = None
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds spent on this search over all its runs, so a resumed search reports
+        what the whole search cost and not only its last part."""
+        now = 0.0 if self._run_started is None else time.perf_counter() - self._run_started
+        return self.seconds_before + now
 
     # -- checkpoints --------------------------------------------------------------------------
     def save(self):
@@ -233,7 +243,7 @@ class Search:
         save_checkpoint(self.checkpoint_path, {
             "identity": self.identity, "iteration": s.iteration,
             "population": [[str(ind), ind.fitness.values[0]] for ind in s.population],
-            "history": s.history, "rejects": s.rejects,
+            "history": s.history, "rejects": s.rejects, "seconds": round(self.seconds, 2),
             "rng": rng_state_to_json(s.rng[0]),
             "global_random": rng_state_to_json(s.rng[1]),
             "memo": [[k, v[0], v[1], self.phenotypes.get(k)] for k, v in self.memo.items()],
@@ -258,6 +268,7 @@ class Search:
             population.append(ind)
         self.memo.update({k: (v, r) for k, v, r, _ in data["memo"]})
         self.phenotypes.update({k: ph for k, _, _, ph in data["memo"] if ph is not None})
+        self.seconds_before = data.get("seconds", 0.0)  # absent in checkpoints of older builds
         self.rng.setstate(rng_state_from_json(data["rng"]))
         random.setstate(rng_state_from_json(data["global_random"]))
         self.state = SearchState(population, data["iteration"], data["history"], data["rejects"],
@@ -371,6 +382,7 @@ class Search:
             stop_after: Optional[int] = None) -> SearchState:
         """Run to config.iters or config.evals (or `stop_after` more iterations, for tests
         of interruption)."""
+        self._run_started = time.perf_counter()
         if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
             self.restore()
         elif resume:

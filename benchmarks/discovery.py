@@ -94,7 +94,7 @@ def search_row(setup, options: dict, split: int, method: str, config, runs: Path
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         result = pool.submit(evolve_with_options, options, config, out, True).result()
     return {"split_seed": split, "method": method, "evaluations": result["evaluations"],
-            "seconds": result["seconds"], "formula": result["formula"],
+            "seconds": result["seconds"], "stopped": result["stopped"], "formula": result["formula"],
             "search_jcm": result["search"]["jcm"], "test_jcm": result["test"]["jcm"],
             "search_tied": result["search"]["tied_share"], "test_tied": result["test"]["tied_share"],
             "choice": result["choice"], "beside_formula": result["beside"]["formula"],

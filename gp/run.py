@@ -77,6 +77,7 @@ def evolve(s: DataSetup, config: SearchConfig, out: Path, resume: bool = False,
         "config": {**asdict(config), **data_identity(s, aggregate), "device": s.device},
         "beside": {"rule": "cv" if config.choose == "best" else "best", **scored(other)},
         "evaluations": len(fitness.memo), "evaluations_this_run": fitness.evaluations,
+        "stopped": search.stop_reason(), "iterations": state.iteration,
         "seconds": round(seconds, 2),
         "seconds_this_run": round(seconds_this_run, 2), "rejects": state.rejects, "hall_of_fame": rows,
     }

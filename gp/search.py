@@ -59,6 +59,7 @@ class SearchConfig:
     parsimony: bool = False  # JCM within tie_tol: the smaller tree wins (selection, removal)
     tie_tol: float = 0.0
     evals: int = 0  # stop after this many distinct evaluated trees (0: iterations only)
+    patience: int = 1000  # stop once this many iterations in a row evaluated no new tree (0: never)
     unique_phenotypes: bool = True  # reject a child that ranks the search archs as a member does
     hof: int = 10  # hall of fame: best distinct phenotypes, the candidates of the final choice
     folds: int = 5  # k of the cross-validated JCM inside the search split
@@ -77,7 +78,7 @@ class SearchConfig:
                   ("--cxpb", 0 <= self.cxpb <= 1, "in [0, 1]"), ("--tie-tol", self.tie_tol >= 0, ">= 0"),
                   ("--evals", self.evals >= (self.pop if self.strategy == "random" else 0),
                    ">= --pop with --strategy random (it needs a budget), else >= 0"),
-                  ("--hof", self.hof >= 1, ">= 1"), ("--folds", self.folds >= 2, ">= 2"),
+                  ("--patience", self.patience >= 0, ">= 0"), ("--hof", self.hof >= 1, ">= 1"), ("--folds", self.folds >= 2, ">= 2"),
                   ("--choose", self.choose in CHOICES, f"one of {', '.join(CHOICES)}")]
         check_flags(self, checks)
         return self
@@ -366,13 +367,26 @@ class Search:
         self._commit(population, self._merged_rejects(batch_rejects), batch_rejects,
                      tries=len(batch))
 
+    def stop_reason(self) -> Optional[str]:
+        """Why the search is over (None while it is not): "evaluations" (the budget of distinct
+        trees is spent), "iterations", "exhausted" (random search: the generator finds nothing
+        new) or "patience" (evolution: the last `patience` iterations evaluated no new tree, i.e.
+        every child was a tree seen before; without this a converged population would spin
+        through the remaining iterations of a budget set by evaluations)."""
+        c, history = self.config, self.state.history
+        if c.evals and len(self.memo) >= c.evals:
+            return "evaluations"
+        if c.strategy == "random":
+            return "exhausted" if history[-1]["tries"] == 0 and self.state.iteration > 0 else None
+        if self.state.iteration >= c.iters:
+            return "iterations"
+        if c.patience and len(history) > c.patience and \
+                history[-1]["evaluations"] == history[-1 - c.patience]["evaluations"]:
+            return "patience"
+        return None
+
     def _running(self) -> bool:
-        """Iterations left and, with a budget of evaluations, evaluations left (random search
-        runs on its budget alone)."""
-        evals_left = not self.config.evals or len(self.memo) < self.config.evals
-        if self.config.strategy == "random":  # ... unless the generator has nothing new left
-            return evals_left and not (self.state.history[-1]["tries"] == 0 and self.state.iteration > 0)
-        return self.state.iteration < self.config.iters and evals_left
+        return self.stop_reason() is None
 
     @property
     def finished(self) -> bool:

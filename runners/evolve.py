@@ -23,6 +23,8 @@ def main(argv=None):
     for flag, kind, text in (
             ("--pop", int, "population P"), ("--iters", int, "iterations T"),
             ("--evals", int, "stop after this many evaluated distinct trees (0: no limit)"),
+            ("--patience", int, "stop once this many iterations in a row evaluated no new tree "
+             "(0: never)"),
             ("--ratio", float, "sample pool ratio r"), ("--topk", int, "k best of the pool"),
             ("--select", str, "topk | tournament | double (DEAP's double tournament) | nsga2"),
             ("--tournsize", int, "tournament size"),
@@ -49,7 +51,7 @@ def main(argv=None):
     p.add_argument("--force", action="store_true", help="overwrite the run an --out holds")
     args = p.parse_args(argv)
     given = {name: getattr(args, name) for name in (  # SearchConfig fields named like their flags
-        "pop", "iters", "evals", "ratio", "topk", "select", "tournsize", "mutate", "p_node", "cxpb",
+        "pop", "iters", "evals", "patience", "ratio", "topk", "select", "tournsize", "mutate", "p_node", "cxpb",
         "tie_tol", "margin", "max_tries", "max_nodes", "hof", "folds", "choose", "checkpoint_every",
         "strategy", "parsimony") if getattr(args, name) is not None}
     if args.no_elitism:
@@ -69,7 +71,8 @@ def main(argv=None):
         print(f"stopped at iteration {result['iteration']}; continue with --resume")
         return
     print(f"proxy ({'best JCM' if result['choice'] == 'best' else 'cross-validated choice'}, "
-          f"{result['evaluations']} evaluations, {result['seconds']:.1f} s): {result['formula']}")
+          f"{result['evaluations']} evaluations, {result['seconds']:.1f} s, stopped on "
+          f"{result['stopped']}): {result['formula']}")
     for split in ("search", "test"):
         per = ", ".join(f"{c}: {v['kendall']:.4f}" if v else f"{c}: invalid"
                         for c, v in result[split]["datasets"].items())

@@ -4,6 +4,7 @@ resume (in process and after `kill -9` of the runner), resume safety, result fil
 flags and toolbox hooks."""
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -177,6 +178,24 @@ def test_toolbox_hook_operator_is_used(setup, tmp_path):
     assert len(calls) == sum(h["tries"] for h in history) >= 5
 
 
+def test_a_search_that_evaluates_nothing_new_stops_on_patience(setup, tmp_path):
+    """Every child a copy of its parent: no new tree is ever evaluated, and the search stops after
+    `patience` such iterations instead of spinning through a budget of a million iterations."""
+    def hook(tb):
+        tb.register("mutate", lambda tree: copy.deepcopy(tree))
+
+    result = evolve(setup, SearchConfig(seed=0, pop=6, iters=10**6, patience=7), tmp_path,
+                    toolbox_hook=hook)
+    assert result["finished"] and result["stopped"] == "patience"
+    history = read(tmp_path / "history.json")
+    assert result["iterations"] == len(history) - 1 == 7
+    assert {h["evaluations"] for h in history} == {result["evaluations"]}
+    # patience 0 never stops a search: it runs its iterations
+    again = evolve(setup, SearchConfig(seed=0, pop=6, iters=12, patience=0), tmp_path / "off",
+                   toolbox_hook=hook)
+    assert again["stopped"] == "iterations" and again["iterations"] == 12
+
+
 # ---------------------------------------------------------------------------- the runner
 
 @pytest.fixture(scope="module")
@@ -197,6 +216,7 @@ def test_outputs(reference, cli_common, tmp_path):
         assert 0 <= best[split]["tied_share"] <= 1
         assert set(best[split]["datasets"]) == {COLUMN}
     assert best["config"]["pop"] == 6 and best["config"]["iters"] == 40
+    assert best["stopped"] == "iterations" and best["iterations"] == 40
     assert best["config"]["archs"] == 12 and best["config"]["datasets"] == [DATASETS]
     history = read(reference / "history.json")
     assert isinstance(history, list) and [h["iter"] for h in history] == list(range(41))
@@ -422,6 +442,7 @@ def test_random_strategy_uses_the_evaluations_of_the_compared_budget(setup, tmp_
     drawn = evolve(setup, SearchConfig(seed=0, pop=6, strategy="random", choose="cv",
                                        evals=evolved["evaluations"]), tmp_path / "random")
     assert drawn["finished"] and drawn["evaluations"] == evolved["evaluations"]
+    assert evolved["stopped"] == drawn["stopped"] == "evaluations"
     history = read(tmp_path / "random" / "history.json")
     assert history[-1]["evaluations"] == evolved["evaluations"]
     assert all(h["phenotypes"] == 6 for h in history)

@@ -40,6 +40,8 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     by = {(r["split_seed"], r["method"]): r for r in rows}
     for split in (0, 1):
         assert by[split, "random"]["evaluations"] == by[split, "large"]["evaluations"] >= 30
+        assert by[split, "random"]["stopped"] == "evaluations"
+        assert by[split, "large"]["stopped"] in ("evaluations", "patience")
         for m in methods:
             r = by[split, m]
             assert -1 <= r["test_jcm"] <= 1 and 0 <= r["test_tied"] <= 1 and 0 <= r["search_tied"] <= 1
@@ -56,6 +58,8 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     out = capsys.readouterr().out
     assert "| large | 2 |" in out and "best baseline (by search JCM)" in out
     assert "large (b) vs random search (c):" in out and "paired wins" in out
+    for label in ("large (b)", "random search (c)"):  # the control faces the baselines too
+        assert f"{label} vs each split's best baseline: " in out
     assert "on the 2 split(s) where every search finished (0, 1), mean test JCM: paper " in out
     # --ship: the split-0 large run's answer, never a test-part pick, with the protocol's figures
     discovery.main(argv + ["--ship"])

@@ -78,7 +78,8 @@ class SearchConfig:
                   ("--cxpb", 0 <= self.cxpb <= 1, "in [0, 1]"), ("--tie-tol", self.tie_tol >= 0, ">= 0"),
                   ("--evals", self.evals >= (self.pop if self.strategy == "random" else 0),
                    ">= --pop with --strategy random (it needs a budget), else >= 0"),
-                  ("--patience", self.patience >= 0, ">= 0"), ("--hof", self.hof >= 1, ">= 1"), ("--folds", self.folds >= 2, ">= 2"),
+                  ("--patience", self.patience >= 0, ">= 0"), ("--hof", self.hof >= 1, ">= 1"),
+                  ("--folds", self.folds >= 2, ">= 2"),
                   ("--choose", self.choose in CHOICES, f"one of {', '.join(CHOICES)}")]
         check_flags(self, checks)
         return self

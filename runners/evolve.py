@@ -51,8 +51,8 @@ def main(argv=None):
     p.add_argument("--force", action="store_true", help="overwrite the run an --out holds")
     args = p.parse_args(argv)
     given = {name: getattr(args, name) for name in (  # SearchConfig fields named like their flags
-        "pop", "iters", "evals", "patience", "ratio", "topk", "select", "tournsize", "mutate", "p_node", "cxpb",
-        "tie_tol", "margin", "max_tries", "max_nodes", "hof", "folds", "choose", "checkpoint_every",
+        "pop", "iters", "evals", "patience", "ratio", "topk", "select", "tournsize", "mutate", "p_node",
+        "cxpb", "tie_tol", "margin", "max_tries", "max_nodes", "hof", "folds", "choose", "checkpoint_every",
         "strategy", "parsimony") if getattr(args, name) is not None}
     if args.no_elitism:
         given["elitism"] = False

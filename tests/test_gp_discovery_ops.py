@@ -134,6 +134,11 @@ def test_budgets_and_their_flags():
         SearchConfig(strategy="random").validate()  # random search needs a budget
     with pytest.raises(BadInput, match="--cxpb"):
         SearchConfig(cxpb=1.5).validate()
+    with pytest.raises(BadInput, match="--patience -1: expected >= 0"):
+        SearchConfig(patience=-1).validate()
+    # a converged search stops after `patience` iterations without a new tree; paper's T = 200
+    # never reaches the default, so Algorithm 1 runs its iterations as published
+    assert SearchConfig().patience > SearchConfig().iters
 
 
 def test_folds_partition_the_search_positions():

@@ -324,7 +324,8 @@ def test_kill_9_and_resume_equals_uninterrupted(reference, cli_common, tmp_path,
     assert best["formula"] == ref_best["formula"]
     assert best["search"] == ref_best["search"] and best["test"] == ref_best["test"]
     assert (out / "history.json").read_text() == (reference / "history.json").read_text()
-    assert timeless(load_checkpoint(out / "checkpoint.json")) == timeless(load_checkpoint(reference / "checkpoint.json"))
+    assert timeless(load_checkpoint(out / "checkpoint.json")) == \
+        timeless(load_checkpoint(reference / "checkpoint.json"))
     # the runs only read the pre-filled statistics cache
     assert cache_files(cache_root) == before
 

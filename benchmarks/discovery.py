@@ -262,6 +262,18 @@ def table(rows: list, space: str) -> str:
             wins, n, p = _paired(test_of[a], test_of[b])
             lines.append(f"{labels[a]} vs {labels[b]}: {wins}/{n} paired wins, Wilcoxon p = "
                          f"{'n/a' if p is None else f'{p:.3f}'}")
+    # each search reports both final rules (its answer and the one beside it): which generalises?
+    for method in searches:
+        rule = {"cv": {}, "best": {}}
+        for split, r in by_method[method].items():
+            other = "best" if r["choice"] == "cv" else "cv"
+            rule[r["choice"]][split], rule[other][split] = r["test_jcm"], r["beside_test_jcm"]
+        wins, n, p = _paired(rule["cv"], rule["best"])
+        same = sum(rule["cv"][split] == rule["best"][split] for split in rule["cv"])
+        lines.append(f"{labels[method]}, cross-validated choice vs best search JCM of the same run: "
+                     f"{wins}/{n} paired wins ({same} tied), mean test JCM {statistics.fmean(rule['cv'].values()):.3f} "
+                     f"vs {statistics.fmean(rule['best'].values()):.3f}, Wilcoxon p = "
+                     f"{'n/a' if p is None else f'{p:.3f}'}")
     return "\n".join(lines)
 
 

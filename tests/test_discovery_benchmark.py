@@ -60,6 +60,8 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     assert "large (b) vs random search (c):" in out and "paired wins" in out
     for label in ("large (b)", "random search (c)"):  # the control faces the baselines too
         assert f"{label} vs each split's best baseline: " in out
+    for label in ("paper budget (a)", "large (b)", "random search (c)"):  # both final rules
+        assert f"{label}, cross-validated choice vs best search JCM of the same run: " in out
     assert "on the 2 split(s) where every search finished (0, 1), mean test JCM: paper " in out
     # --ship: the split-0 large run's answer, never a test-part pick, with the protocol's figures
     discovery.main(argv + ["--ship"])

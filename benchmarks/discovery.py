@@ -208,6 +208,10 @@ def _paired(a: dict, b: dict) -> tuple:
     return wins, len(common), p
 
 
+def _p_text(p) -> str:
+    return "n/a" if p is None else f"{p:.3f}"
+
+
 def best_baselines(rows: list) -> dict:
     """split -> the row of the baseline with the highest search-part JCM on that split."""
     best = {}
@@ -219,6 +223,9 @@ def best_baselines(rows: list) -> dict:
 
 
 def test_jcms(rows: list, method: str) -> dict:
+    """split -> test JCM of `method`; method "baseline": each split's best baseline."""
+    if method == "baseline":
+        return {s: r["test_jcm"] for s, r in best_baselines(rows).items()}
     return {r["split_seed"]: r["test_jcm"] for r in rows if r["method"] == method}
 
 
@@ -253,15 +260,14 @@ def table(rows: list, space: str) -> str:
                      f"({', '.join(map(str, common))}), mean test JCM: {', '.join(means)}")
     labels = {"large": "large (b)", "random": "random search (c)", "paper": "paper budget (a)",
               "baseline": "each split's best baseline"}
-    test_of["baseline"] = {s: r["test_jcm"] for s, r in best_baseline.items()}
+    test_of["baseline"] = test_jcms(rows, "baseline")
     # (b) against the control and Algorithm 1, Algorithm 1 against the control, and both (b) and
     # the control against the baselines: if random search beats them too, the lead is not evolution's
     for a, b in (("large", "random"), ("large", "paper"), ("paper", "random"),
                  ("large", "baseline"), ("random", "baseline")):
         if test_of.get(a) and test_of.get(b):
             wins, n, p = _paired(test_of[a], test_of[b])
-            lines.append(f"{labels[a]} vs {labels[b]}: {wins}/{n} paired wins, Wilcoxon p = "
-                         f"{'n/a' if p is None else f'{p:.3f}'}")
+            lines.append(f"{labels[a]} vs {labels[b]}: {wins}/{n} paired wins, Wilcoxon p = {_p_text(p)}")
     # each search reports both final rules (its answer and the one beside it): which generalises?
     for method in searches:
         rule = {"cv": {}, "best": {}}
@@ -270,10 +276,10 @@ def table(rows: list, space: str) -> str:
             rule[r["choice"]][split], rule[other][split] = r["test_jcm"], r["beside_test_jcm"]
         wins, n, p = _paired(rule["cv"], rule["best"])
         same = sum(rule["cv"][split] == rule["best"][split] for split in rule["cv"])
+        cv, best = (statistics.fmean(rule[k].values()) for k in ("cv", "best"))
         lines.append(f"{labels[method]}, cross-validated choice vs best search JCM of the same run: "
-                     f"{wins}/{n} paired wins ({same} tied), mean test JCM {statistics.fmean(rule['cv'].values()):.3f} "
-                     f"vs {statistics.fmean(rule['best'].values()):.3f}, Wilcoxon p = "
-                     f"{'n/a' if p is None else f'{p:.3f}'}")
+                     f"{wins}/{n} paired wins ({same} tied), mean test JCM {cv:.3f} vs {best:.3f}, "
+                     f"Wilcoxon p = {_p_text(p)}")
     return "\n".join(lines)
 
 
@@ -286,7 +292,7 @@ def protocol_figures(rows: list) -> dict:
            "test_jcm_mean": statistics.fmean(values) if values else None,
            "test_jcm_std": statistics.stdev(values) if len(values) > 1 else None}
     others = {"random": test_jcms(rows, "random"),
-              "best_baseline": {s: r["test_jcm"] for s, r in best_baselines(rows).items()}}
+              "best_baseline": test_jcms(rows, "baseline")}
     for name, other in others.items():
         wins, n, p = _paired(large, other)
         out[f"vs_{name}"] = {"wins": wins, "splits": n, "wilcoxon_p": p}

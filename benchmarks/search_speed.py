@@ -3,9 +3,10 @@
 1. `params` and `flops`: a full random search of --samples archs (`search_archs`, as
    `runners/search.py --proxy params --max-params 6e6` runs it): counted, no model built.
 2. A tree proxy that reads data (--tree, default the shipped `autoprox-autoformer`), a tree over
-   weights alone (--weights-tree: the model is built, no batch run) and `nwot`: on the first --data-samples archs of the same sample, interleaved arch by arch with a
-   bare pass (model build + one cross-entropy forward/backward at the same batch), so the ratio
-   compares like with like under whatever else runs. Candidates' statistics stay in memory (an
+   weights alone (--weights-tree: the model is built, no batch run) and `nwot`: on the first
+   --data-samples archs of the same sample, interleaved arch by arch with a bare pass (model
+   build + one cross-entropy forward/backward at the same batch), so the ratio compares like with
+   like under whatever else runs. Candidates' statistics stay in memory (an
    empty temporary cache is checked to stay empty). The per-candidate cost times --samples is the
    extrapolated search time. Times are CPU seconds of the process (one torch thread by default).
 

@@ -56,7 +56,8 @@ def evolve(s: DataSetup, config: SearchConfig, out: Path, resume: bool = False,
         toolbox_hook(toolbox)
     search = Search(toolbox, pset, config, rng, fitness, out / "checkpoint.json", identity)
     state = search.run(resume=resume, progress=s.progress, stop_after=stop_after)
-    seconds, seconds_this_run = search.seconds, search.seconds - search.seconds_before
+    seconds = search.seconds  # one reading: the clock runs on
+    seconds_this_run = seconds - search.seconds_before
     write_json_atomic(out / "history.json", state.history)
     plot_history(state.history, out / "jcm.png", f"Auto-Prox search, {s.bench.space}")
     if not search.finished:

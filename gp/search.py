@@ -386,12 +386,9 @@ class Search:
             return "patience"
         return None
 
-    def _running(self) -> bool:
-        return self.stop_reason() is None
-
     @property
     def finished(self) -> bool:
-        return not self._running()
+        return self.stop_reason() is not None
 
     def run(self, resume: bool = False, progress: bool = True,
             stop_after: Optional[int] = None) -> SearchState:
@@ -411,7 +408,7 @@ class Search:
                    unit="eval" if by_evals else "iter")
         done = 0
         try:
-            while self._running() and (stop_after is None or done < stop_after):
+            while not self.finished and (stop_after is None or done < stop_after):
                 self.step()
                 done += 1
                 bar.update(min(len(self.memo), bar.total) - bar.n if by_evals else 1)

@@ -112,7 +112,8 @@ class StatsCache:
         keys = "\n".join(cfg.key(*item) for item in items)
         name = hashlib.sha256(keys.encode()).hexdigest()[:32]
         space = items[0][0] if items else "none"
-        return self.root / f"stacks-v{STATS_VERSION}{random_stream(self.device)}" / space / f"{name}{STACK_SUFFIX}"
+        return (self.root / f"stacks-v{STATS_VERSION}{random_stream(self.device)}" / space
+                / f"{name}{STACK_SUFFIX}")
 
     def stacked(self, items: Sequence[tuple], cfg: StatsConfig) -> Stacked:
         """The statistics of `items` stacked per block-shape group, read from their stack file

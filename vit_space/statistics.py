@@ -71,7 +71,8 @@ def _module_matrices(block, part: str = "weight") -> tuple:
 def _draws(msa_rows: int, mlp_rows: int, tokens: int, cfg: StatsConfig, gen: torch.Generator) -> tuple:
     """A block's sketch indices, drawn in one fixed order from the arch's generator: whoever
     reproduces a sketch (the weights-only path) must draw all three to stay in step."""
-    return _subset(msa_rows, cfg.rows, gen), _subset(mlp_rows, cfg.rows, gen), _subset(tokens, cfg.tokens, gen)
+    return (_subset(msa_rows, cfg.rows, gen), _subset(mlp_rows, cfg.rows, gen),
+            _subset(tokens, cfg.tokens, gen))
 
 
 def _block_record(block, out: dict, cfg: StatsConfig, gen: torch.Generator) -> dict:

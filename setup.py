@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="autoprox",
@@ -6,7 +6,7 @@ setup(
     description="Auto-Prox: discover training-free proxies for ViT architecture search by genetic "
                 "programming, and search ViTs with them",
     python_requires=">=3.9",
-    packages=["gp", "primitives", "vit_space", "runners"],
+    packages=find_packages(include=["gp", "primitives", "vit_space", "vit_space.*", "runners"]),
     install_requires=[
         "deap>=1.4", "torch>=2.1", "torchvision", "timm>=1.0", "numpy", "scipy", "joblib>=1.3",
         # Pillow 13 refuses posterize(bits=0), which timm's RandAugment (inc1) asks for at magnitude 10

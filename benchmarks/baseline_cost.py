@@ -20,14 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from vit_space.baseline_scores import _score_item  # noqa: E402
-from vit_space.baselines import BASELINES, shared_names  # noqa: E402
-from vit_space.batches import make_batch  # noqa: E402
-from vit_space.bench import find_bench, load_bench  # noqa: E402
-from vit_space.costs import ANALYTIC_BASELINES, arch_cost  # noqa: E402
-from vit_space.datasets import NUM_CLASSES  # noqa: E402
-from vit_space.models import build_model  # noqa: E402
-from vit_space.statistics import StatsConfig  # noqa: E402
+from vit_space.data.batches import make_batch  # noqa: E402
+from vit_space.data.bench import find_bench, load_bench  # noqa: E402
+from vit_space.data.datasets import NUM_CLASSES  # noqa: E402
+from vit_space.models.builders import build_model  # noqa: E402
+from vit_space.models.costs import ANALYTIC_BASELINES, arch_cost  # noqa: E402
+from vit_space.scoring.baseline_scores import _score_item  # noqa: E402
+from vit_space.scoring.baselines import BASELINES, shared_names  # noqa: E402
+from vit_space.stats.statistics import StatsConfig  # noqa: E402
 
 
 def timed(fn):

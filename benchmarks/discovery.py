@@ -9,7 +9,7 @@ cache: only the split changes (--split-seed), never the batch.
 
     python benchmarks/discovery.py                       # both spaces, splits 0-9, all methods
     python benchmarks/discovery.py --spaces pit --splits 0 1 --methods paper baselines
-    python benchmarks/discovery.py --table               # the README table from the JSON files
+    python benchmarks/discovery.py --table               # the docs/discovery.md tables from the JSON files
     python benchmarks/discovery.py --ship                # results/autoprox-<space>.json (below)
 
 --ship writes what the protocol picks as the shipped proxy of each space: the large budget's
@@ -35,13 +35,13 @@ if str(ROOT) not in sys.path:
 
 from gp.budgets import BUDGETS, budget_config  # noqa: E402
 from gp.run import evolve_with_options  # noqa: E402
-from vit_space.atomic import write_json_atomic  # noqa: E402
-from vit_space.baseline_scores import baseline_scores  # noqa: E402
-from vit_space.bench import column_for  # noqa: E402
-from vit_space.errors import BadInput  # noqa: E402
-from vit_space.evaluator import JCMSettings, result_from_scores  # noqa: E402
-from vit_space.parallel import fill_cache  # noqa: E402
+from vit_space.core.atomic import write_json_atomic  # noqa: E402
+from vit_space.core.errors import BadInput  # noqa: E402
+from vit_space.data.bench import column_for  # noqa: E402
+from vit_space.scoring.baseline_scores import baseline_scores  # noqa: E402
+from vit_space.scoring.evaluator import JCMSettings, result_from_scores  # noqa: E402
 from vit_space.setup_run import make_setup  # noqa: E402
+from vit_space.stats.parallel import fill_cache  # noqa: E402
 
 SEARCHES = ("paper", "large", "random")
 SHIP_SPLIT, SHIP_METHOD = 0, "large"  # the shipped proxy: what the protocol picks on split 0

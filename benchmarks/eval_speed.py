@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from primitives import generate_tree  # noqa: E402
-from vit_space.bench import open_bench  # noqa: E402
-from vit_space.scoring import StatsTable  # noqa: E402
-from vit_space.statistics import StatsConfig, extract_stats  # noqa: E402
-from vit_space.terminals import vit_primitive_set  # noqa: E402
+from vit_space.data.bench import open_bench  # noqa: E402
+from vit_space.scoring.table import StatsTable  # noqa: E402
+from vit_space.stats.statistics import StatsConfig, extract_stats  # noqa: E402
+from vit_space.stats.terminals import vit_primitive_set  # noqa: E402
 
 
 def candidate_trees(n: int, seed: int) -> list:

@@ -14,11 +14,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from primitives import generate_tree  # noqa: E402
-from vit_space.bench import open_bench  # noqa: E402
-from vit_space.cache import StatsCache  # noqa: E402
-from vit_space.scoring import StatsTable  # noqa: E402
-from vit_space.statistics import StatsConfig, extract_stats  # noqa: E402
-from vit_space.terminals import vit_primitive_set  # noqa: E402
+from vit_space.data.bench import open_bench  # noqa: E402
+from vit_space.scoring.table import StatsTable  # noqa: E402
+from vit_space.stats.cache import StatsCache  # noqa: E402
+from vit_space.stats.statistics import StatsConfig, extract_stats  # noqa: E402
+from vit_space.stats.terminals import vit_primitive_set  # noqa: E402
 
 
 def timed(fn, repeats=3):

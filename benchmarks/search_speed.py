@@ -24,14 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from vit_space.arch_search import (ArchScorer, ArchSearchConfig, Constraints,  # noqa: E402
-                                   sample_fitting, search_archs)
-from vit_space.batches import make_batch  # noqa: E402
-from vit_space.cache import StatsCache  # noqa: E402
-from vit_space.datasets import NUM_CLASSES  # noqa: E402
-from vit_space.models import build_model  # noqa: E402
-from vit_space.proxies import resolve_proxy  # noqa: E402
-from vit_space.statistics import StatsConfig  # noqa: E402
+from vit_space.data.batches import make_batch  # noqa: E402
+from vit_space.data.datasets import NUM_CLASSES  # noqa: E402
+from vit_space.models.builders import build_model  # noqa: E402
+from vit_space.scoring.proxies import resolve_proxy  # noqa: E402
+from vit_space.search.candidates import ArchScorer  # noqa: E402
+from vit_space.search.constraints import Constraints, sample_fitting  # noqa: E402
+from vit_space.search.strategies import ArchSearchConfig, search_archs  # noqa: E402
+from vit_space.stats.cache import StatsCache  # noqa: E402
+from vit_space.stats.statistics import StatsConfig  # noqa: E402
 
 
 def bare_pass(space, arch, cfg, dataset):

@@ -4,7 +4,7 @@ Draws --trees random trees with the search's own generator (depth 2-5, seeded), 
 split's stacked statistics (the warm cache), and reports the CPU time per tree split into user and
 system time (system time is mostly the kernel zeroing fresh pages for large temporaries) and the
 process's peak resident memory. --save writes the per-item scores, so two builds (or two malloc
-settings, e.g. MALLOC_MMAP_THRESHOLD_=33554432 to switch vit_space.malloc's heap reuse off) can
+settings, e.g. MALLOC_MMAP_THRESHOLD_=33554432 to switch vit_space.core.malloc's heap reuse off) can
 be compared bit for bit with --compare.
 
     python benchmarks/tree_eval.py [--space autoformer] [--trees 80] [--save a.npy] [--compare b.npy]
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from gp.run import split_evaluator  # noqa: E402
 from primitives import generate_tree  # noqa: E402
 from vit_space.setup_run import make_setup  # noqa: E402
-from vit_space.terminals import vit_primitive_set  # noqa: E402
+from vit_space.stats.terminals import vit_primitive_set  # noqa: E402
 
 
 def cpu_times() -> tuple:

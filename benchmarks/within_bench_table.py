@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vit_space.arch_search import within_bench  # noqa: E402
-from vit_space.proxies import resolve_proxies  # noqa: E402
+from vit_space.scoring.proxies import resolve_proxies  # noqa: E402
+from vit_space.search.report import within_bench  # noqa: E402
 from vit_space.setup_run import make_setup  # noqa: E402
 
 

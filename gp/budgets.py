@@ -21,7 +21,7 @@ BUDGETS = {
 
 def budget_config(name: str, **overrides) -> SearchConfig:
     """The budget's SearchConfig with `overrides` (e.g. flags the user gave) applied."""
-    from vit_space.errors import BadInput
+    from vit_space.core.errors import BadInput
     if name not in BUDGETS:
         raise BadInput(f"--budget {name}: expected one of {', '.join(BUDGETS)}")
     return SearchConfig(**{**BUDGETS[name], **overrides})

@@ -10,8 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from vit_space.atomic import write_json_atomic
-from vit_space.errors import BadInput
+from vit_space.core.atomic import write_json_atomic
+from vit_space.core.errors import BadInput
 
 
 def _digest(payload) -> str:

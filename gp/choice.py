@@ -16,8 +16,8 @@ import numpy as np
 
 from gp.creator_setup import as_individual
 from primitives import parse_formula
-from vit_space.evaluator import result_from_scores
-from vit_space.jcm import tied_pair_share
+from vit_space.scoring.evaluator import result_from_scores
+from vit_space.scoring.jcm import tied_pair_share
 
 
 def hall_of_fame(memo: dict, phenotypes: dict, pset, size: int, first=None) -> list:

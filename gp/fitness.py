@@ -15,7 +15,7 @@ import threading
 import numpy as np
 from scipy.stats import rankdata
 
-from vit_space.jcm import WORST
+from vit_space.scoring.jcm import WORST
 
 REJECT_REASONS = ("terminal", "invalid", "constant", "too_large", "duplicate", "phenotype")
 
@@ -31,7 +31,7 @@ def phenotype_key(scores: dict) -> str:
 
 class MemoFitness:
     """Callable: tree -> (jcm, reject_reason or None). `evaluator` has .scores(tree) and
-    .evaluate_scores(scores) (see vit_space.evaluator.ProxyEvaluator)."""
+    .evaluate_scores(scores) (see vit_space.scoring.evaluator.ProxyEvaluator)."""
 
     def __init__(self, evaluator, max_nodes: int = 60):
         self.evaluator, self.max_nodes = evaluator, max_nodes

@@ -10,17 +10,17 @@ import random
 from dataclasses import asdict
 from pathlib import Path
 
-from vit_space.atomic import write_json_atomic
+from vit_space.core.atomic import write_json_atomic
 from gp.choice import cross_validate, cv_choice, hall_of_fame
 from gp.fitness import MemoFitness
 from gp.plots import plot_history
 from gp.search import Search, SearchConfig, best_individual, make_toolbox
 from gp.selection import pareto_front
 from primitives import parse_formula
-from vit_space.bench import column_for
-from vit_space.evaluator import JCMSettings, ProxyEvaluator
+from vit_space.data.bench import column_for
+from vit_space.scoring.evaluator import JCMSettings, ProxyEvaluator
 from vit_space.setup_run import DataSetup
-from vit_space.terminals import vit_primitive_set
+from vit_space.stats.terminals import vit_primitive_set
 
 
 def data_identity(s: DataSetup, aggregate: str) -> dict:
@@ -93,7 +93,7 @@ def evolve_with_options(options: dict, config: SearchConfig, out: Path, resume: 
     """evolve() on make_setup(**options): picklable arguments, so a benchmark can run each search
     in a fresh process whose memory (the evaluator's stacked statistics) is returned when it ends.
     With `resume`, a checkpoint of other settings is replaced by a fresh run."""
-    from vit_space.errors import BadInput
+    from vit_space.core.errors import BadInput
     from vit_space.setup_run import make_setup
     setup = make_setup(**options)
     if resume and (Path(out) / "checkpoint.json").exists():

@@ -33,7 +33,7 @@ from gp.elitism import elitism_preserve
 from gp.mutation import MUTATIONS, make_mutation
 from gp.selection import SELECTIONS, make_selection, parsimony_key, survive_nsga2
 from primitives import generate_tree, parse_formula
-from vit_space.errors import BadInput, check_flags
+from vit_space.core.errors import BadInput, check_flags
 
 
 @dataclass

@@ -12,8 +12,8 @@ if str(_ROOT) not in sys.path:  # `python runners/x.py` from a source checkout
     sys.path.insert(0, str(_ROOT))
 
 from primitives import FormulaError  # noqa: E402
-from vit_space.errors import BadInput  # noqa: E402
-from vit_space.outputs import check_writable_dir, check_writable_file, run_dir, run_files  # noqa: E402,F401
+from vit_space.core.errors import BadInput  # noqa: E402
+from vit_space.core.outputs import check_writable_dir, check_writable_file, run_dir, run_files  # noqa: E402,F401
 from vit_space.setup_run import DATA_DEFAULTS  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def prepare_out_dir(out, default: str, names, resume: bool = False, force: bool = False) -> Path:
-    """vit_space.outputs.run_dir (checks only, creates nothing); says which folder it chose when
+    """vit_space.core.outputs.run_dir (checks only, creates nothing); says which folder it chose when
     no --out was given. Call it after the data options are validated."""
     path = run_dir(out, default, names, resume, force)
     if out is None and not resume:

@@ -3,8 +3,8 @@ import time
 
 from runners.cli import add_data_options, main_guard, parser
 
-from vit_space.parallel import fill_cache
 from vit_space.setup_run import data_setup
+from vit_space.stats.parallel import fill_cache
 
 
 @main_guard

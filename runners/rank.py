@@ -1,9 +1,9 @@
 """Rank ViT-Bench-101 archs with zero-cost proxies: Kendall, Spearman, Pearson per data set, JCM."""
 from runners.cli import add_data_options, check_writable_dir, check_writable_file, main_guard, parser
 
-from vit_space.atomic import write_json_atomic
-from vit_space.proxies import resolve_proxies
-from vit_space.ranking import format_table, rank
+from vit_space.core.atomic import write_json_atomic
+from vit_space.scoring.proxies import resolve_proxies
+from vit_space.scoring.ranking import format_table, rank
 from vit_space.setup_run import data_setup
 
 

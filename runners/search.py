@@ -3,13 +3,14 @@ parameter (and optionally FLOP) budget of the full-size model. Scores on the fir
 each candidate costs only what the proxy needs (#params and FLOPs are counted, not built)."""
 from runners.cli import add_data_options, check_writable_file, main_guard, parser
 
-from vit_space.atomic import write_json_atomic
-from vit_space.arch_search import (TIE_KEYS, ArchScorer, ArchSearchConfig, Constraints,
-                                   format_search_table, format_within_table, search_archs,
-                                   within_bench)
-from vit_space.bench import column_for
-from vit_space.datasets import NUM_CLASSES
-from vit_space.proxies import resolve_proxy
+from vit_space.core.atomic import write_json_atomic
+from vit_space.data.bench import column_for
+from vit_space.data.datasets import NUM_CLASSES
+from vit_space.scoring.proxies import resolve_proxy
+from vit_space.search.candidates import ArchScorer
+from vit_space.search.constraints import Constraints
+from vit_space.search.report import format_search_table, format_within_table, within_bench
+from vit_space.search.strategies import TIE_KEYS, ArchSearchConfig, search_archs
 from vit_space.setup_run import data_setup
 
 

@@ -2,10 +2,10 @@
 recipe, optionally distilled from a teacher; resumable."""
 from runners.cli import main_guard, parser
 
-from vit_space.distill import DISTILL_MODES
-from vit_space.errors import BadInput
-from vit_space.recipes import RECIPES
-from vit_space.training import MODELS, load_arch_file, train
+from vit_space.core.errors import BadInput
+from vit_space.train.distill import DISTILL_MODES
+from vit_space.train.recipes import RECIPES
+from vit_space.train.training import MODELS, load_arch_file, train
 
 # recipe settings a flag may override: (flag, Recipe field, type); unset = the recipe's value
 OVERRIDES = [("--epochs", "epochs", int), ("--batch-size", "batch_size", int), ("--lr", "lr", float),
@@ -32,7 +32,7 @@ def main(argv=None):
                    "runners/search.py (its top-1, or --rank K); needed for --model vit")
     p.add_argument("--rank", type=int, default=1, help="which arch of a search result (1 = the best)")
     p.add_argument("--dataset", required=True, help="c100 | flowers | chaoyang | imagenet")
-    p.add_argument("--data-root", required=True, help="the data set's own root (see the README)")
+    p.add_argument("--data-root", required=True, help="the data set's own root (see docs/bench.md)")
     p.add_argument("--out", required=True, help="directory for checkpoint.pt and log.json")
     p.add_argument("--recipe", default="bench", help=" | ".join(RECIPES))
     for flag, field, kind in OVERRIDES:
@@ -48,7 +48,7 @@ def main(argv=None):
     p.add_argument("--distill-alpha", type=float, default=0.5, help="--distill logit: weight of the KL term")
     p.add_argument("--distill-tau", type=float, default=1.0, help="--distill logit: temperature")
     p.add_argument("--distill-blocks", type=_blocks, help="--distill inter: student blocks matched "
-                   "to teacher stages 1-3 (default: see the README)")
+                   "to teacher stages 1-3 (default: see docs/search-and-training.md)")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)

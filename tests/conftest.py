@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from vit_space.bench import find_bench, load_bench
-from vit_space.cache import StatsCache
-from vit_space.statistics import StatsConfig
+from vit_space.data.bench import find_bench, load_bench
+from vit_space.stats.cache import StatsCache
+from vit_space.stats.statistics import StatsConfig
 
 TINY = StatsConfig(batch_size=4, img_size=32, seed=0)
 

@@ -14,18 +14,19 @@ import pytest
 
 import torch
 
-from vit_space.arch_search import (ArchScorer, ArchSearchConfig, Constraints, active_genes,
-                                   arch_cost, counted_cost, crossover_archs, encode,
-                                   ensure_arch_classes, load_arch, make_arch_toolbox, mutate_arch,
-                                   proxy_needs, sample_fitting, search_archs, smallest_arch,
-                                   within_bench)
-from vit_space.cache import StatsCache
-from vit_space.errors import BadInput
-from vit_space.proxies import resolve_proxy
-from vit_space.scoring import StatsTable
+from vit_space.core.errors import BadInput
+from vit_space.data.spaces import SPACES, arch_key
+from vit_space.models.costs import arch_cost, counted_cost
+from vit_space.scoring.proxies import resolve_proxy
+from vit_space.scoring.table import StatsTable
+from vit_space.search.candidates import ArchScorer, proxy_needs
+from vit_space.search.constraints import Constraints, crossover_archs, mutate_arch, sample_fitting
+from vit_space.search.genes import active_genes, encode, load_arch, smallest_arch
+from vit_space.search.report import within_bench
+from vit_space.search.strategies import ArchSearchConfig, ensure_arch_classes, make_arch_toolbox, search_archs
 from vit_space.setup_run import DataSetup
-from vit_space.spaces import SPACES, arch_key
-from vit_space.statistics import StatsConfig, extract_stats
+from vit_space.stats.cache import StatsCache
+from vit_space.stats.statistics import StatsConfig, extract_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = StatsConfig(batch_size=2, img_size=32, seed=0)
@@ -152,14 +153,14 @@ def test_proxy_needs_classifies_baselines_and_trees():
 
 
 def test_params_and_flops_are_counted_without_building(monkeypatch, tmp_path):
-    import vit_space.arch_search as arch_search
-    from vit_space.baselines import BASELINES
-    from vit_space.models import build_model
+    import vit_space.search.candidates as candidates
+    from vit_space.models.builders import build_model
+    from vit_space.scoring.baselines import BASELINES
     archs = sample_fitting("autoformer", random.Random(4), BUDGET, 3)
     built = {name: [BASELINES[name].fn(build_model("autoformer", a, 100, 32), torch.zeros(1, 3, 32, 32), None)
                     for a in archs] for name in ("params", "flops")}
-    monkeypatch.setattr(arch_search, "build_model", lambda *a, **k: pytest.fail("a model was built"))
-    monkeypatch.setattr(arch_search, "meta_model", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(candidates, "build_model", lambda *a, **k: pytest.fail("a model was built"))
+    monkeypatch.setattr(candidates, "meta_model", lambda *a, **k: pytest.fail("a model was built"))
     for name in ("params", "flops"):
         scorer = ArchScorer(resolve_proxy(name), "autoformer", CFG, StatsCache(tmp_path))
         assert scorer.many(archs) == built[name]
@@ -184,13 +185,13 @@ def test_size_trees_read_a_meta_model_and_equal_extraction(tmp_path):
 def test_weight_trees_run_no_batch_and_equal_extraction(space, tmp_path, monkeypatch):
     """A tree over weights draws the same sketch rows as a full extraction (the token draws
     between them included), without the batch or a backward."""
-    import vit_space.arch_search as arch_search
+    import vit_space.search.candidates as candidates
     formula = "add(mul(nuclear(msa_w), msa_numel), logdet_gram(matmul(eye_mlp_w, mlp_w)))"
     proxy = resolve_proxy(formula)
     archs = sample_fitting(space, random.Random(3), Constraints(max_params=4e6), 3)
     full = [float(StatsTable([extract_stats(space, a, "c100", CFG)]).scores(proxy.tree)[0]) for a in archs]
-    monkeypatch.setattr(arch_search, "make_batch", lambda *a, **k: pytest.fail("the batch was made"))
-    monkeypatch.setattr(arch_search, "extract_stats", lambda *a, **k: pytest.fail("a full extraction"))
+    monkeypatch.setattr(candidates, "make_batch", lambda *a, **k: pytest.fail("the batch was made"))
+    monkeypatch.setattr(candidates, "extract_stats", lambda *a, **k: pytest.fail("a full extraction"))
     scorer = ArchScorer(proxy, space, CFG, StatsCache(tmp_path))
     assert scorer.needs == "weights"
     assert scorer.many(archs) == full  # bit for bit

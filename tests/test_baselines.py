@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_space.baselines import (BASELINES, Baseline, SharedPass, nwot_codes, register_baseline,
+from vit_space.models.builders import build_model, transformer_blocks
+from vit_space.scoring.baselines import (BASELINES, Baseline, SharedPass, nwot_codes, register_baseline,
                                  register_shared, score_baseline, score_baselines, weight_groups)
-from vit_space.models import build_model, transformer_blocks
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "vit_bench_101"
 SPACES = ("autoformer", "pit")
@@ -34,7 +34,7 @@ def model_of(space):
 
 def batch(seed=0):
     try:
-        from vit_space.batches import synthetic_batch
+        from vit_space.data.batches import synthetic_batch
         return synthetic_batch("c100", BATCH, IMG, seed)
     except ImportError:  # a concurrent edit of batches/datasets in progress
         gen = torch.Generator().manual_seed(seed)
@@ -326,8 +326,8 @@ def test_shared_pass_runs_the_batch_once():
 
 
 def test_baseline_scores_counts_and_shares_and_caches(tmp_path, monkeypatch):
-    from vit_space.baseline_scores import baseline_scores
-    from vit_space.statistics import StatsConfig
+    from vit_space.scoring.baseline_scores import baseline_scores
+    from vit_space.stats.statistics import StatsConfig
     cfg = StatsConfig(batch_size=BATCH, img_size=IMG, seed=0)
     archs = [json.loads((BENCH / "autoformer.json").read_text())[i]["arch"] for i in (0, 1)]
     names = ["params", "flops", "snip", "nwot", "zico"]
@@ -337,14 +337,14 @@ def test_baseline_scores_counts_and_shares_and_caches(tmp_path, monkeypatch):
         model = build_model("autoformer", a, CLASSES, img_size=IMG)
         for name in names:
             assert close(got[name]["c100"][i], score_baseline(name, model, images, labels), rel=1e-5)
-    import vit_space.baseline_scores as module
+    import vit_space.scoring.baseline_scores as module
     monkeypatch.setattr(module, "build_model", lambda *a, **k: pytest.fail("cached values recomputed"))
     again = baseline_scores(names, "autoformer", archs, ["c100"], cfg, tmp_path, progress=False)
     assert all((again[n]["c100"] == got[n]["c100"]).all() for n in names)
 
 
 def test_grasp_shares_the_pass_unless_zico_needs_the_fused_kernel():
-    from vit_space.baselines import shared_names
+    from vit_space.scoring.baselines import shared_names
     assert "grasp" not in shared_names(sorted(EXPECTED))
     assert shared_names(["grasp", "snip", "synflow"]) == ["grasp", "snip"]
     assert set(shared_names(sorted(EXPECTED))) == {"grad_norm", "snip", "fisher", "jacob_cov",

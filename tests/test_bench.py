@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from vit_space.bench import REPO_ROOT, Bench, column_for, find_bench, load_bench, parse_datasets
-from vit_space.errors import BadInput
-from vit_space.jcm import correlations
+from vit_space.core.errors import BadInput
+from vit_space.data.bench import REPO_ROOT, Bench, column_for, find_bench, load_bench, parse_datasets
+from vit_space.scoring.jcm import correlations
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "vit_bench_101"
 

@@ -21,11 +21,11 @@ from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision.datasets import CIFAR100, Flowers102, ImageFolder, VisionDataset
 
-from vit_space.batches import make_batch
-from vit_space.datasets import (NUM_CLASSES, OPENERS, eval_transform, load_real_batch, open_dataset,
+from vit_space.core.errors import BadInput
+from vit_space.data.batches import make_batch
+from vit_space.data.datasets import (NUM_CLASSES, OPENERS, eval_transform, load_real_batch, open_dataset,
                                 targets)
-from vit_space.errors import BadInput
-from vit_space.recipes import RECIPES, train_transform
+from vit_space.train.recipes import RECIPES, train_transform
 
 S = 32  # img_size used throughout
 

@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 
 from runners import evolve, extract, rank, search, train
-from vit_space.bench import find_bench, load_bench
-from vit_space.errors import BadInput
+from vit_space.core.errors import BadInput
+from vit_space.data.bench import find_bench, load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 MAINS = {"rank": rank.main, "evolve": evolve.main, "extract": extract.main, "search": search.main,
@@ -109,7 +109,7 @@ def inputs(tmp_path_factory):
 
 
 def accuracies_message(bench_path: Path, split: str = "test") -> str:
-    """What vit_space.bench.Bench.accuracies says about c100_kd_acc on the runners' split."""
+    """What vit_space.data.bench.Bench.accuracies says about c100_kd_acc on the runners' split."""
     bench = load_bench(bench_path, "autoformer").head(8)
     with pytest.raises(BadInput) as info:
         bench.accuracies(bench.split(split, 0), "c100_kd_acc")

@@ -13,17 +13,17 @@ import torch
 from scipy import stats
 
 from primitives import parse_formula
-from vit_space.baseline_scores import baseline_scores
-from vit_space.baselines import score_baseline
-from vit_space.batches import make_batch
-from vit_space.datasets import NUM_CLASSES
-from vit_space.evaluator import ProxyEvaluator
-from vit_space.jcm import WORST, correlations, jcm, tied_pair_share
-from vit_space.models import build_model, transformer_blocks
-from vit_space.proxies import BASELINE_TREES
-from vit_space.scoring import ScalarMemo, StatsTable
-from vit_space.statistics import TENSOR_FIELDS, StatsConfig, extract_stats
-from vit_space.terminals import vit_primitive_set
+from vit_space.data.batches import make_batch
+from vit_space.data.datasets import NUM_CLASSES
+from vit_space.models.builders import build_model, transformer_blocks
+from vit_space.scoring.baseline_scores import baseline_scores
+from vit_space.scoring.baselines import score_baseline
+from vit_space.scoring.evaluator import ProxyEvaluator
+from vit_space.scoring.jcm import WORST, correlations, jcm, tied_pair_share
+from vit_space.scoring.proxies import BASELINE_TREES
+from vit_space.scoring.table import ScalarMemo, StatsTable
+from vit_space.stats.statistics import TENSOR_FIELDS, StatsConfig, extract_stats
+from vit_space.stats.terminals import vit_primitive_set
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("c100", "flowers", "chaoyang")
@@ -380,7 +380,7 @@ def test_params_known_kendall_on_the_autoformer_bench(autoformer_bench, tmp_path
         assert score_baseline("params", model, torch.zeros(1, 3, 224, 224), torch.zeros(1), "all") \
             == autoformer_params(arch, 100, 224)
         assert score_baseline("params", model, None, None, "blocks") == block_params(arch)
-    # and through vit_space.baseline_scores (cached on disk) for two archs at 32 px
+    # and through vit_space.scoring.baseline_scores (cached on disk) for two archs at 32 px
     archs = [records[0]["arch"], records[1]["arch"]]
     cfg = StatsConfig(batch_size=2, img_size=32)
     got = baseline_scores(["params"], "autoformer", archs, ["c100"], cfg, tmp_path, progress=False)

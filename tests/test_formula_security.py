@@ -8,11 +8,11 @@ import pytest
 
 from primitives import FormulaError, Scalar, parse_formula
 from primitives.formula import MAX_FORMULA_CHARS
-from vit_space import proxies
-from vit_space.baselines import BASELINES
-from vit_space.errors import BadInput
-from vit_space.proxies import BASELINE_TREES, resolve_proxies, resolve_proxy
-from vit_space.terminals import vit_primitive_set
+from vit_space.core.errors import BadInput
+from vit_space.scoring import proxies
+from vit_space.scoring.baselines import BASELINES
+from vit_space.scoring.proxies import BASELINE_TREES, resolve_proxies, resolve_proxy
+from vit_space.stats.terminals import vit_primitive_set
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from gp.fitness import MemoFitness, phenotype_key
 from gp.search import SearchConfig, SearchState, _record, best_individual, initial_population
 from gp.selection import pareto_front, parsimony_key, survive_nsga2
 from primitives import generate_tree, parse_formula
-from vit_space.errors import BadInput
-from vit_space.jcm import tied_pair_share
-from vit_space.terminals import vit_primitive_set
+from vit_space.core.errors import BadInput
+from vit_space.scoring.jcm import tied_pair_share
+from vit_space.stats.terminals import vit_primitive_set
 
 PSET = vit_primitive_set()
 
@@ -150,7 +150,7 @@ def test_folds_partition_the_search_positions():
 def test_cross_validation_of_a_split_too_small_for_two_folds_is_one_fold():
     """Fewer than 6 search archs leave one fold: the s.e. is 0 and the score is the JCM itself."""
     from gp.choice import cross_validate
-    from vit_space.evaluator import JCMSettings, result_from_scores
+    from vit_space.scoring.evaluator import JCMSettings, result_from_scores
 
     acc = {"c100": [70.0, 71.0, 72.5, 69.0, 73.0]}
     stub = SimpleNamespace(indices=list(range(5)), accuracies=acc, settings=JCMSettings(),

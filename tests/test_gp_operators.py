@@ -18,8 +18,8 @@ from gp.mutation import MUTATIONS, _same_signature, make_mutation, mutate_nodes
 from gp.search import SearchConfig, make_toolbox
 from gp.selection import SELECTIONS, select_double, select_pool_topk, select_tournament
 from primitives import Scalar, generate_tree, parse_formula
-from vit_space.jcm import WORST
-from vit_space.terminals import vit_primitive_set
+from vit_space.scoring.jcm import WORST
+from vit_space.stats.terminals import vit_primitive_set
 
 PSET = vit_primitive_set()
 

@@ -23,7 +23,7 @@ from gp.search import SearchConfig
 from primitives import parse_formula
 from runners import evolve as evolve_runner
 from vit_space.setup_run import data_setup
-from vit_space.terminals import vit_primitive_set
+from vit_space.stats.terminals import vit_primitive_set
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = "c100"
@@ -476,7 +476,7 @@ def test_nsga2_front_is_non_dominated(setup, tmp_path):
 def shuffled_test_accuracies(setup):
     """The same setup with the test archs' accuracies permuted among themselves."""
     import dataclasses
-    from vit_space.bench import Bench, column_for
+    from vit_space.data.bench import Bench, column_for
     records = [dict(r) for r in setup.bench.records]
     test = setup.bench.split("test", setup.split_seed)
     column = column_for(DATASETS, "kd", "autoformer")

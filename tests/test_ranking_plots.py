@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vit_space.ranking import scatter_figure
+from vit_space.scoring.ranking import scatter_figure
 
 
 @pytest.mark.parametrize("scale,offset", [(1.0, 0.0), (3e9, 0.0), (1e12, 5e13), (1e-6, 0.0), (-4e7, 0.0),

@@ -1,13 +1,15 @@
-"""The README's Python examples run as written (they are the documented API)."""
+"""The Python examples of the README and docs/ run as written (they are the documented API)."""
 import re
 from pathlib import Path
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _blocks():
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    return [block for page in PAGES
+            for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
 
 
 def test_readme_has_the_two_examples():

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from primitives import generate_tree
-from vit_space.baseline_scores import baseline_scores
-from vit_space.cache import StatsCache
-from vit_space.errors import BadInput
-from vit_space.jcm import WORST, correlations, jcm
-from vit_space.parallel import fill_cache
-from vit_space.scoring import StatsTable
-from vit_space.terminals import vit_primitive_set
+from vit_space.core.errors import BadInput
+from vit_space.scoring.baseline_scores import baseline_scores
+from vit_space.scoring.jcm import WORST, correlations, jcm
+from vit_space.scoring.table import StatsTable
+from vit_space.stats.cache import StatsCache
+from vit_space.stats.parallel import fill_cache
+from vit_space.stats.terminals import vit_primitive_set
 
 
 @pytest.fixture(scope="module")

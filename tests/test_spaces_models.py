@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_space.errors import BadInput
-from vit_space.models import build_model, transformer_blocks
-from vit_space.spaces import SPACES, AutoFormerSpace, PiTSpace, arch_seed, get_space
+from vit_space.core.errors import BadInput
+from vit_space.data.spaces import SPACES, AutoFormerSpace, PiTSpace, arch_seed, get_space
+from vit_space.models.builders import build_model, transformer_blocks
 
 
 def af_arch(dim, ratios, heads):

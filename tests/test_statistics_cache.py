@@ -16,20 +16,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import vit_space.cache as cache_mod
-import vit_space.malloc as malloc_mod
+import vit_space.stats.cache as cache_mod
+import vit_space.core.malloc as malloc_mod
 from primitives import parse_formula
-from vit_space.batches import make_batch, synthetic_batch
-from vit_space.atomic import atomic_dump
-from vit_space.cache import StatsCache
-from vit_space.datasets import NUM_CLASSES
-from vit_space.errors import BadInput
-from vit_space.models import build_model, transformer_blocks
-from vit_space.parallel import fill_cache
-from vit_space.scoring import StatsTable
-from vit_space.stacking import signature, stack_in_place, stack_items
-from vit_space.statistics import SCALAR_FIELDS, TENSOR_FIELDS, StatsConfig, extract_stats
-from vit_space.terminals import vit_primitive_set
+from vit_space.core.atomic import atomic_dump
+from vit_space.core.errors import BadInput
+from vit_space.data.batches import make_batch, synthetic_batch
+from vit_space.data.datasets import NUM_CLASSES
+from vit_space.models.builders import build_model, transformer_blocks
+from vit_space.scoring.table import StatsTable
+from vit_space.stats.cache import StatsCache
+from vit_space.stats.parallel import fill_cache
+from vit_space.stats.stacking import signature, stack_in_place, stack_items
+from vit_space.stats.statistics import SCALAR_FIELDS, TENSOR_FIELDS, StatsConfig, extract_stats
+from vit_space.stats.terminals import vit_primitive_set
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG, BATCH = 32, 4

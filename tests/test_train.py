@@ -18,15 +18,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import vit_space.training as training
+import vit_space.train.training as training
 from runners import search
 from runners.train import main as train_main
-from vit_space.distill import InterDistiller, feature_blocks, logit_loss
-from vit_space.errors import BadInput
-from vit_space.models import build_model, transformer_blocks
-from vit_space.recipes import RECIPES
-from vit_space.teacher import resnet56
-from vit_space.training import load_arch_file, train
+from vit_space.core.errors import BadInput
+from vit_space.models.builders import build_model, transformer_blocks
+from vit_space.models.teacher import resnet56
+from vit_space.train.distill import InterDistiller, feature_blocks, logit_loss
+from vit_space.train.recipes import RECIPES
+from vit_space.train.training import load_arch_file, train
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = {"hidden_dim": 192, "depth": 12, "mlp_ratio": [3.5] * 12, "num_heads": [3] * 12}

@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 
 from runners import evolve, extract, rank, search, train
-from vit_space.atomic import atomic_dump, torch_save_atomic, write_json_atomic
-from vit_space.bench import find_bench, load_bench
-from vit_space.cache import StatsCache
-from vit_space.errors import BadInput
-from vit_space.outputs import check_writable_dir, run_dir
-from vit_space.parallel import fill_cache
-from vit_space.proxies import resolve_proxy
+from vit_space.core.atomic import atomic_dump, torch_save_atomic, write_json_atomic
+from vit_space.core.errors import BadInput
+from vit_space.core.outputs import check_writable_dir, run_dir
+from vit_space.data.bench import find_bench, load_bench
+from vit_space.scoring.proxies import resolve_proxy
+from vit_space.stats.cache import StatsCache
+from vit_space.stats.parallel import fill_cache
 
 MAINS = {"rank": rank.main, "evolve": evolve.main, "extract": extract.main, "search": search.main,
          "train": train.main}

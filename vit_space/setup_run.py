@@ -7,10 +7,10 @@ from typing import Optional
 
 import torch
 
-from vit_space.bench import ACC_KINDS, Bench, open_bench, parse_datasets
-from vit_space.cache import StatsCache
-from vit_space.errors import BadInput
-from vit_space.statistics import StatsConfig
+from vit_space.core.errors import BadInput
+from vit_space.data.bench import ACC_KINDS, Bench, open_bench, parse_datasets
+from vit_space.stats.cache import StatsCache
+from vit_space.stats.statistics import StatsConfig
 
 
 def resolve_device(name: str) -> str:
@@ -71,7 +71,7 @@ def data_setup(args) -> DataSetup:
                       data_root=args.data_root, rows=args.rows or None, tokens=args.tokens or None)
     device = resolve_device(args.device)
     if args.data_root:  # fail now, not after an hour of extraction
-        from vit_space.batches import make_batch
+        from vit_space.data.batches import make_batch
         for d in datasets:
             make_batch(d, 1, args.img_size, args.seed, args.data_root)
     split_seed = getattr(args, "split_seed", None)

@@ -14,14 +14,14 @@ from typing import Sequence
 import joblib
 import numpy as np
 
-from vit_space.atomic import atomic_dump
-from vit_space.baselines import score_baselines
-from vit_space.batches import make_batch
-from vit_space.costs import ANALYTIC_BASELINES, arch_cost
-from vit_space.datasets import NUM_CLASSES
-from vit_space.models import build_model, random_stream
-from vit_space.parallel import release_freed_memory, run_parallel
-from vit_space.spaces import arch_key
+from vit_space.core.atomic import atomic_dump
+from vit_space.data.batches import make_batch
+from vit_space.data.datasets import NUM_CLASSES
+from vit_space.data.spaces import arch_key
+from vit_space.models.builders import build_model, random_stream
+from vit_space.models.costs import ANALYTIC_BASELINES, arch_cost
+from vit_space.scoring.baselines import score_baselines
+from vit_space.stats.parallel import release_freed_memory, run_parallel
 
 SCORES_VERSION = 1
 

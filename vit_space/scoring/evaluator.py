@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from vit_space.bench import Bench, column_for
-from vit_space.cache import StatsCache
-from vit_space.jcm import correlations, jcm, tied_pair_share
-from vit_space.parallel import fill_cache
-from vit_space.scoring import StatsTable
-from vit_space.statistics import StatsConfig
+from vit_space.data.bench import Bench, column_for
+from vit_space.scoring.jcm import correlations, jcm, tied_pair_share
+from vit_space.scoring.table import StatsTable
+from vit_space.stats.cache import StatsCache
+from vit_space.stats.parallel import fill_cache
+from vit_space.stats.statistics import StatsConfig
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ProxyResult:
 
 @dataclass
 class JCMSettings:
-    """How per-data-set correlations join into JCM (see vit_space.jcm)."""
+    """How per-data-set correlations join into JCM (see vit_space.scoring.jcm)."""
     metric: str = "kendall"
     absolute: bool = False
     weights: Optional[dict] = None

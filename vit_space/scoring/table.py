@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from primitives import Scalar, evaluate_tree
-from vit_space.malloc import release_freed_memory
-from vit_space.stacking import Stacked, stack_items
-from vit_space.statistics import SCALAR_FIELDS, TENSOR_FIELDS
-from vit_space.terminals import vit_primitive_set
+from vit_space.core.malloc import release_freed_memory
+from vit_space.stats.stacking import Stacked, stack_items
+from vit_space.stats.statistics import SCALAR_FIELDS, TENSOR_FIELDS
+from vit_space.stats.terminals import vit_primitive_set
 
 AGGREGATIONS = ("sum", "mean")
 # a tree's temporaries are tensors as large as the stacked statistics, of sizes that change from

@@ -18,7 +18,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from vit_space.spaces import arch_seed, get_space
+from vit_space.data.spaces import arch_seed, get_space
 
 MODEL_BUILDERS = {}
 

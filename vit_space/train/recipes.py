@@ -3,7 +3,7 @@
 A recipe is plain data (``Recipe``); everything it drives comes from timm: the train transform
 (``create_transform``), the optimizer (``create_optimizer_v2`` over ``param_groups_weight_decay``),
 the schedule (``create_scheduler_v2``), Mixup/CutMix with ``SoftTargetCrossEntropy`` and the EMA
-(``ModelEmaV3``). Where each recipe's values come from is in the README ("Training recipes").
+(``ModelEmaV3``). Where each recipe's values come from is in docs/search-and-training.md ("Training").
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 
-from vit_space.errors import BadInput
+from vit_space.core.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Recipe:
 
 
 RECIPES = {
-    # ViT-Bench-101's own training (the authors' public pycls-based configs): see the README
+    # ViT-Bench-101's own training (the authors' public pycls-based configs): see docs/search-and-training.md
     "bench": Recipe(),
     # DeiT (Touvron et al. 2021, facebookresearch/deit main.py defaults; lr 5e-4 x 1024 / 512)
     "deit": Recipe(epochs=300, batch_size=1024, lr=1e-3, min_lr=1e-5, warmup_lr=1e-6,

@@ -11,7 +11,7 @@ import json
 import random
 from dataclasses import dataclass
 
-from vit_space.errors import BadInput
+from vit_space.core.errors import BadInput
 
 
 def arch_key(arch: dict) -> str:

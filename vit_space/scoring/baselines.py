@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
-from vit_space.errors import BadInput
-from vit_space.models import transformer_blocks
+from vit_space.core.errors import BadInput
+from vit_space.models.builders import transformer_blocks
+from vit_space.models.costs import forward_flops
 
 SCOPES = ("all", "blocks")
 
@@ -372,11 +372,7 @@ def params(model, images, labels, scope="all"):
 def flops(model, images, labels, scope="all"):
     """Forward FLOPs of one image of the batch's size (FlopCounterMode: multiply-add = 2 FLOPs)."""
     weight_groups(model, scope)  # validates the scope; FLOPs are always of the whole model
-    x = torch.zeros(1, *images.shape[1:], device=_device(model))
-    # not under no_grad: FlopCounterMode's module tracker fails on PiT's tuples there
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        model(x)
-    return _float(counter.get_total_flops())
+    return _float(forward_flops(model, tuple(images.shape[1:]), _device(model)))
 
 
 @register_baseline("grad_norm")

@@ -3,7 +3,7 @@
 No image data set can be downloaded where this project is developed, so the default is a seeded
 batch of standard-normal images (what a normalised image batch looks like to a fresh network)
 with uniform labels. `--data-root DIR` switches to real data: data set NAME is read from DIR/NAME
-through torchvision (vit_space/datasets.py) with timm's eval transform, and a missing or malformed
+through torchvision (vit_space/data/datasets.py) with timm's eval transform, and a missing or malformed
 one is an error, never a silent fallback.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Optional
 
 import torch
 
-from vit_space.datasets import NUM_CLASSES, load_real_batch
-from vit_space.errors import BadInput
+from vit_space.core.errors import BadInput
+from vit_space.data.datasets import NUM_CLASSES, load_real_batch
 
 
 def _seed_for(dataset: str, seed: int) -> int:

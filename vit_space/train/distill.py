@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit_space.errors import BadInput
-from vit_space.teacher import STAGE_WIDTHS
+from vit_space.core.errors import BadInput
+from vit_space.models.teacher import STAGE_WIDTHS
 
 INTER_WEIGHT = 2.5
 

@@ -1,7 +1,7 @@
 """Statistics of many (arch, dataset) items stacked per block-shape group, as numpy arrays.
 
 Blocks of every item with the same shapes are stacked so that a tree is a few batched ops per
-group (vit_space.scoring). Groups come in order of first appearance and blocks within a group in
+group (vit_space.scoring.table). Groups come in order of first appearance and blocks within a group in
 item order, so the stacking, and every sum over it, is the same however the items were read.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from vit_space.statistics import SCALAR_FIELDS, TENSOR_FIELDS
+from vit_space.stats.statistics import SCALAR_FIELDS, TENSOR_FIELDS
 
 FIELDS = TENSOR_FIELDS + SCALAR_FIELDS
 

@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 import joblib
 from tqdm.auto import tqdm
 
-from vit_space.errors import BadInput
-from vit_space.malloc import release_freed_memory
+from vit_space.core.errors import BadInput
+from vit_space.core.malloc import release_freed_memory
 
 BACKENDS = ("loky", "dask", "sequential")
 

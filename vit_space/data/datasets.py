@@ -3,7 +3,7 @@
 CIFAR-100 is torchvision's ``CIFAR100``, Flowers-102 its ``Flowers102``, ImageNet its ``ImageFolder``
 (the train/ and val/ folders torchvision's ``ImageNet`` also reads, without its devkit step), and
 Chaoyang, which torchvision lacks, a small ``VisionDataset`` of our own. Images go through timm's
-``create_transform`` (vit_space/recipes.py builds the train one; ``eval_transform`` is timm's eval
+``create_transform`` (vit_space/train/recipes.py builds the train one; ``eval_transform`` is timm's eval
 transform). The layout is checked before torchvision is called, so a missing or malformed root is
 one ``BadInput`` line naming the file and the layout expected, not torchvision's generic message.
 
@@ -27,7 +27,7 @@ from timm.data import create_transform
 from torchvision.datasets import CIFAR100, Flowers102, ImageFolder, VisionDataset
 from torchvision.datasets.folder import default_loader
 
-from vit_space.errors import BadInput
+from vit_space.core.errors import BadInput
 
 NUM_CLASSES = {"c100": 100, "flowers": 102, "chaoyang": 4, "imagenet": 1000}
 

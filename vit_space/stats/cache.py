@@ -7,7 +7,7 @@ reported with a warning instead of being used.
 A run reads the same few hundred entries every time, and reading them one by one (joblib's
 unpickler, checksums, stacking) took most of a warm run's start. So `stacked()` also keeps, per
 (space, settings, list of items), one *stack file*: the items' statistics already stacked
-(vit_space.stacking), checked by a CRC-32 and read into memory whole (tree evaluation re-reads every array
+(vit_space.stats.stacking), checked by a CRC-32 and read into memory whole (tree evaluation re-reads every array
 many times: copy-on-write mapped arrays measured ~12% slower per tree). It is derived data: built
 from the verified entries when absent, rebuilt with a warning when damaged, and it costs about as
 much disk as the entries it stacks.
@@ -24,10 +24,10 @@ from typing import Optional, Sequence
 import joblib
 import numpy as np
 
-from vit_space.atomic import atomic_dump
-from vit_space.models import random_stream
-from vit_space.stacking import Stacked, signature, stack_in_place
-from vit_space.statistics import STATS_VERSION, StatsConfig, extract_stats
+from vit_space.core.atomic import atomic_dump
+from vit_space.models.builders import random_stream
+from vit_space.stats.stacking import Stacked, signature, stack_in_place
+from vit_space.stats.statistics import STATS_VERSION, StatsConfig, extract_stats
 
 STACK_SUFFIX = ".stack"  # not *.joblib: a stack is no entry
 

@@ -1,5 +1,5 @@
 """Where results go. Output paths are checked before any work and created only by the first write
-(vit_space.atomic creates the parent directory), so bad input never leaves an empty folder behind;
+(vit_space.core.atomic creates the parent directory), so bad input never leaves an empty folder behind;
 a run's folder is never silently reused by another run."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Optional
 
-from vit_space.errors import BadInput
+from vit_space.core.errors import BadInput
 
 
 def check_writable_dir(path, flag: str) -> Path:

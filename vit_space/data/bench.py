@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from vit_space.errors import BadInput
-from vit_space.spaces import get_space
+from vit_space.core.errors import BadInput
+from vit_space.data.spaces import get_space
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ("c100", "flowers", "chaoyang", "imagenet")
 _COLUMN_PREFIX = {"c100": "c100", "flowers": "flower", "chaoyang": "chaoyang"}
 SPACE_COLUMNS = {

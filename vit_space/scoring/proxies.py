@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from primitives import FormulaError, parse_formula
-from vit_space.baselines import BASELINES
-from vit_space.bench import REPO_ROOT
-from vit_space.errors import BadInput
-from vit_space.terminals import vit_primitive_set
+from vit_space.core.errors import BadInput
+from vit_space.data.bench import REPO_ROOT
+from vit_space.scoring.baselines import BASELINES
+from vit_space.stats.terminals import vit_primitive_set
 
 RESULTS_DIR = REPO_ROOT / "results"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")  # how proxy names look (formulas hold parentheses)

@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from vit_space.baseline_scores import baseline_scores
-from vit_space.bench import column_for
-from vit_space.evaluator import JCMSettings, ProxyEvaluator, result_from_scores
+from vit_space.data.bench import column_for
+from vit_space.scoring.baseline_scores import baseline_scores
+from vit_space.scoring.evaluator import JCMSettings, ProxyEvaluator, result_from_scores
 from vit_space.setup_run import DataSetup
 
 

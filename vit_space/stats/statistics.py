@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vit_space.models import build_model, transformer_blocks
-from vit_space.spaces import arch_key, arch_seed
+from vit_space.data.spaces import arch_key, arch_seed
+from vit_space.models.builders import build_model, transformer_blocks
 
 STATS_VERSION = 1
 TENSOR_FIELDS = ("msa_w", "msa_g", "mlp_w", "mlp_g", "msa_a", "msa_ga", "mlp_a", "mlp_ga")
@@ -111,7 +111,7 @@ def forward_backward(model: torch.nn.Module, images: torch.Tensor, labels: torch
 def block_tokens(space: str, arch: dict, img_size: int, num_classes: int) -> list:
     """Tokens per sample of each block's output, from a forward on the meta device (shapes only:
     no weights, no data): what a block's token sketch draws from."""
-    from vit_space.costs import meta_model
+    from vit_space.models.costs import meta_model
     model, seen = meta_model(space, arch, img_size, num_classes), []
     handles = [b.attn.register_forward_hook(lambda _m, _i, out: seen.append(out.shape[1]))
                for b in transformer_blocks(model)]
@@ -129,7 +129,7 @@ def extract_weight_stats(space: str, arch: dict, dataset: str, cfg: StatsConfig,
     """What a tree over weights and module sizes reads, with no batch and no backward: the same
     weight sketches as extract_stats (the generator makes the same draws, token draws included),
     gradients and activations empty. Not a cache entry: the cache holds complete statistics."""
-    from vit_space.datasets import NUM_CLASSES
+    from vit_space.data.datasets import NUM_CLASSES
     model = build_model(space, arch, NUM_CLASSES[dataset], cfg.img_size, device)
     tokens = block_tokens(space, arch, cfg.img_size, NUM_CLASSES[dataset])
     gen = torch.Generator().manual_seed(arch_seed(space, arch))
@@ -151,8 +151,8 @@ def extract_stats(space: str, arch: dict, dataset: str, cfg: StatsConfig,
     """Build the arch, run the batch once, return {'blocks': [per-block dict], 'meta': ...}."""
     # imported here: the data sets pull in torchvision and timm (seconds), which a run whose
     # statistics are all cached never needs
-    from vit_space.batches import make_batch
-    from vit_space.datasets import NUM_CLASSES
+    from vit_space.data.batches import make_batch
+    from vit_space.data.datasets import NUM_CLASSES
     model = build_model(space, arch, NUM_CLASSES[dataset], cfg.img_size, device)
     images, labels = make_batch(dataset, cfg.batch_size, cfg.img_size, cfg.seed, cfg.data_root)
     outputs = forward_backward(model, images.to(device), labels.to(device))

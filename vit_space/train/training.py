@@ -1,7 +1,7 @@
 """Train a ViT of a search space, or the CIFAR ResNet-56 teacher, with a named recipe, resumably.
 
-Everything the recipe drives comes from timm (vit_space/recipes.py) and the data from torchvision
-(vit_space/datasets.py); this module runs the loop: optional distillation (vit_space/distill.py),
+Everything the recipe drives comes from timm (vit_space/train/recipes.py) and the data from torchvision
+(vit_space/data/datasets.py); this module runs the loop: optional distillation (vit_space/train/distill.py),
 AMP on CUDA, top-1 of the model (and of its EMA) on the test split after every epoch.
 
 Resuming must give the same weights as never stopping, so a checkpoint holds everything that
@@ -24,16 +24,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vit_space.atomic import torch_save_atomic, write_json_atomic
-from vit_space.datasets import NUM_CLASSES, eval_transform, open_dataset
-from vit_space.distill import DISTILL_MODES, InterDistiller, feature_blocks, logit_loss
-from vit_space.errors import BadInput
-from vit_space.models import build_model, transformer_blocks
-from vit_space.recipes import (get_recipe, make_criterion, make_ema, make_mixup, make_optimizer,
-                               make_scheduler, set_drop_path, train_transform)
+from vit_space.core.atomic import torch_save_atomic, write_json_atomic
+from vit_space.core.errors import BadInput
+from vit_space.data.datasets import NUM_CLASSES, eval_transform, open_dataset
+from vit_space.data.spaces import get_space
+from vit_space.models.builders import build_model, transformer_blocks
+from vit_space.models.teacher import resnet56
 from vit_space.setup_run import resolve_device
-from vit_space.spaces import get_space
-from vit_space.teacher import resnet56
+from vit_space.train.distill import DISTILL_MODES, InterDistiller, feature_blocks, logit_loss
+from vit_space.train.recipes import (get_recipe, make_criterion, make_ema, make_mixup, make_optimizer,
+                               make_scheduler, set_drop_path, train_transform)
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.json"

@@ -37,18 +37,21 @@ from gp.budgets import BUDGETS, budget_config  # noqa: E402
 from gp.run import evolve_with_options  # noqa: E402
 from vit_space.core.atomic import write_json_atomic  # noqa: E402
 from vit_space.core.errors import BadInput  # noqa: E402
-from vit_space.data.bench import column_for  # noqa: E402
+from vit_space.data.bench import column_for, open_bench  # noqa: E402
 from vit_space.scoring.baseline_scores import baseline_scores  # noqa: E402
+from vit_space.scoring.ceiling import bootstrap_jcm, jcm_ceiling  # noqa: E402
 from vit_space.scoring.evaluator import JCMSettings, result_from_scores  # noqa: E402
 from vit_space.setup_run import make_setup  # noqa: E402
 from vit_space.stats.parallel import fill_cache  # noqa: E402
+from vit_space.stats.statistics import STATS_VERSION  # noqa: E402
 
-SEARCHES = ("paper", "large", "random")
+SEARCHES = ("paper", "large", "random", "ensemble")  # ensemble: the paper budget, --choose ensemble
 SHIP_SPLIT, SHIP_METHOD = 0, "large"  # the shipped proxy: what the protocol picks on split 0
 # the direct baselines but the two costliest per model (GraSP's second-order pass, ZiCo's
 # per-sample gradients: ~21 s and ~9 s of ~60 s an arch at 224 px, measured beside other jobs)
 BASELINES = ("params", "flops", "grad_norm", "snip", "fisher", "synflow", "jacob_cov", "nwot", "dss")
 METHODS = SEARCHES + ("baselines",)
+ENSEMBLE_SIZE = 5  # members of the ensemble method's answer, fixed before any of its rows
 
 
 def results_path(results: Path, space: str) -> Path:
@@ -57,8 +60,10 @@ def results_path(results: Path, space: str) -> Path:
 
 def settings_of(setup) -> dict:
     """What every row of a file shares (a file made with other settings is refused)."""
+    # stats_version: rows of other initial weights never mix (the rows of results/ before it came
+    # from version 1, the CPU-dependent draws: a new run on them is refused, --table still reads them)
     return {"space": setup.bench.space, "archs": len(setup.bench), "datasets": setup.datasets,
-            "acc": setup.acc, "stats": asdict(setup.cfg), "budgets": BUDGETS}
+            "acc": setup.acc, "stats": asdict(setup.cfg), "budgets": BUDGETS, "stats_version": STATS_VERSION}
 
 
 def load_rows(path: Path, settings: dict) -> list:
@@ -95,8 +100,10 @@ def search_row(setup, options: dict, split: int, method: str, config, runs: Path
         result = pool.submit(evolve_with_options, options, config, out, True).result()
     return {"split_seed": split, "method": method, "evaluations": result["evaluations"],
             "seconds": result["seconds"], "stopped": result["stopped"], "formula": result["formula"],
+            "members": result.get("members"),
             "search_jcm": result["search"]["jcm"], "test_jcm": result["test"]["jcm"],
             "search_tied": result["search"]["tied_share"], "test_tied": result["test"]["tied_share"],
+            "test_interval": result["test"].get("jcm_interval"),
             "choice": result["choice"], "beside_formula": result["beside"]["formula"],
             "beside_test_jcm": result["beside"]["test"]["jcm"],
             "out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)}
@@ -114,6 +121,8 @@ def baseline_rows(setup, split: int, all_scores: dict) -> list:
             acc = {c: setup.bench.accuracies(indices, c) for c in scores}
             js = result_from_scores(scores, acc, JCMSettings()).as_json()
             row[f"{part}_jcm"], row[f"{part}_tied"] = js["jcm"], js["tied_share"]
+            if part == "test":  # the 95% bootstrap interval, as best.json has it for searches
+                row["test_interval"] = list(bootstrap_jcm(scores, acc))
         rows.append(row)
     return rows
 
@@ -138,6 +147,9 @@ def run_searches(setup, options: dict, split: int, methods: list, results: Path,
                      if r["split_seed"] == split and r["method"] == "large"]
             evals = large[0]["evaluations"] if large else BUDGETS["large"]["evals"]
             config = budget_config("large", strategy="random", evals=evals, **overrides)
+        elif method == "ensemble":
+            config = budget_config("paper", choose="ensemble", ensemble=ENSEMBLE_SIZE, **overrides)
+            config.checkpoint_every = 50
         else:
             config = budget_config(method, **overrides)
             if method == "paper":
@@ -229,7 +241,49 @@ def test_jcms(rows: list, method: str) -> dict:
     return {r["split_seed"]: r["test_jcm"] for r in rows if r["method"] == method}
 
 
-def table(rows: list, space: str) -> str:
+def test_ceilings(space: str, settings: dict, splits) -> dict:
+    """split -> the Ceiling of its test part (the best JCM one score per arch reaches there,
+    vit_space.scoring.ceiling): from the bench's accuracies alone, as the rows hold JCMs, not
+    per-arch scores. `settings` are the results file's (data sets, accuracy kind, records)."""
+    bench = open_bench(space)
+    if settings.get("archs") and settings["archs"] < len(bench):
+        bench = bench.head(settings["archs"])
+    columns = [column_for(d, settings["acc"], space) for d in settings["datasets"]]
+    out = {}
+    for split in splits:
+        indices = bench.split("test", split)
+        out[split] = jcm_ceiling({c: bench.accuracies(indices, c) for c in columns})
+    return out
+
+
+def _interval_text(row: dict) -> str:
+    interval = row.get("test_interval")
+    return f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "-"
+
+
+def ceiling_table(entries: list, ceilings: dict, space: str) -> list:
+    """Lines of the second table: per method, the mean test-part ceiling of its splits, its test
+    JCM as a share of each split's ceiling, and (one split shown) the JCM's 95% interval."""
+    lines = ["", f"{space}: each split's test-part ceiling (the best JCM one score per arch reaches "
+             "there, ties allowed) and the test JCM's share of it (mean ± std over split seeds)",
+             "", "| method | splits | ceiling (test) | share of ceiling | test JCM 95% interval |",
+             "| --- | ---: | --- | --- | --- |"]
+    value = {s: c.value for s, c in ceilings.items()}
+    for name, per_split in entries:
+        splits = sorted(s for s in per_split if s in value)
+        shares = [per_split[s]["test_jcm"] / value[s] for s in splits if value[s] > 0]
+        interval = _interval_text(per_split[splits[0]]) if len(splits) == 1 else "-"
+        lines.append(f"| {name} | {len(splits)} | {_mean_std([value[s] for s in splits])} | "
+                     f"{_mean_std(shares)} | {interval} |")
+    lines += ["", f"test-part ceiling over the {len(ceilings)} split(s): "
+              f"{_mean_std(list(value.values()))}, without ties "
+              f"{_mean_std([c.strict for c in ceilings.values()])}"]
+    return lines
+
+
+def table(rows: list, space: str, ceilings: dict = None) -> str:
+    """The tables of docs/discovery.md; with `ceilings` (split -> test-part Ceiling, see
+    test_ceilings) a second table of ceilings and shares of them follows the comparisons."""
     by_method: dict = {}
     for r in rows:
         by_method.setdefault(r["method"], {})[r["split_seed"]] = r
@@ -280,6 +334,8 @@ def table(rows: list, space: str) -> str:
         lines.append(f"{labels[method]}, cross-validated choice vs best search JCM of the same run: "
                      f"{wins}/{n} paired wins ({same} tied), mean test JCM {cv:.3f} vs {best:.3f}, "
                      f"Wilcoxon p = {_p_text(p)}")
+    if ceilings:
+        lines += ceiling_table(entries, ceilings, space)
     return "\n".join(lines)
 
 
@@ -341,7 +397,13 @@ def main(argv=None):
         for space in args.spaces:
             path = results_path(Path(args.results), space)
             if path.exists():
-                print(table(json.loads(path.read_text())["rows"], space) + "\n")
+                data = json.loads(path.read_text())
+                try:
+                    ceilings = test_ceilings(space, data["settings"], {r["split_seed"] for r in data["rows"]})
+                except BadInput as exc:  # no bench here: the table without its ceilings
+                    ceilings = None
+                    print(f"{space}: no ceilings ({exc})")
+                print(table(data["rows"], space, ceilings) + "\n")
             else:
                 print(f"{space}: no rows yet ({path})\n")
         return

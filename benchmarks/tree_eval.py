@@ -1,13 +1,19 @@
 """What evaluating trees costs on a split's stacked statistics, where the search spends its time.
 
 Draws --trees random trees with the search's own generator (depth 2-5, seeded), scores each on the
-split's stacked statistics (the warm cache), and reports the CPU time per tree split into user and
-system time (system time is mostly the kernel zeroing fresh pages for large temporaries) and the
-process's peak resident memory. --save writes the per-item scores, so two builds (or two malloc
-settings, e.g. MALLOC_MMAP_THRESHOLD_=33554432 to switch vit_space.core.malloc's heap reuse off) can
-be compared bit for bit with --compare.
+split's stacked statistics (the warm cache), and reports per tree the wall and CPU time beside the
+read floor: the bytes of the statistics the tree reads over the bandwidth of one `sum()` pass over
+them (measured here), i.e. what the tree would cost if each of its terminals were read once and
+nothing else were done. Then the CPU time per tree split into user and system time (system time
+is mostly the kernel zeroing fresh pages for large temporaries) and the process's peak resident
+memory. --save writes the per-item scores, so two builds (or two malloc settings, e.g.
+MALLOC_MMAP_THRESHOLD_=33554432 to switch vit_space.core.malloc's heap reuse off) can be compared
+bit for bit with --compare. --compare-chunking scores every tree both in chunks (--chunk-units)
+and on whole groups in this one process, and reports both timings, the largest relative
+difference of the scores and whether the JCMs are identical.
 
-    python benchmarks/tree_eval.py [--space autoformer] [--trees 80] [--save a.npy] [--compare b.npy]
+    python benchmarks/tree_eval.py [--space autoformer] [--archs 20] [--trees 80] [--threads 2]
+        [--chunk-units auto|whole|N] [--save a.npy] [--compare b.npy] [--compare-chunking]
 """
 import argparse
 import random
@@ -19,11 +25,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from deap import gp  # noqa: E402
 
 from gp.run import split_evaluator  # noqa: E402
 from primitives import generate_tree  # noqa: E402
 from vit_space.setup_run import make_setup  # noqa: E402
 from vit_space.stats.terminals import vit_primitive_set  # noqa: E402
+
+WHOLE = sys.maxsize  # chunk_units of the unchunked path: more units than any group
 
 
 def cpu_times() -> tuple:
@@ -31,26 +41,151 @@ def cpu_times() -> tuple:
     return usage.ru_utime, usage.ru_stime
 
 
+def chunk_setting(text: str):
+    """--chunk-units: auto (None, the table's own rule), whole (no chunking) or a unit count."""
+    if text in ("auto", "whole"):
+        return None if text == "auto" else WHOLE
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto, whole or an integer >= 1")
+    return int(text)
+
+
+def sum_bandwidth(table, repeats: int = 3) -> float:
+    """Bytes per second of one `sum()` pass over every statistic of the table (best of
+    `repeats`): the rate at which this machine can at best read what a tree reads."""
+    tensors = [t for inputs, _ in table.groups for t in inputs.values()]
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for t in tensors:
+            t.sum()
+        best = min(best, time.perf_counter() - start)
+    return table.nbytes() / best
+
+
+def bytes_read(table, tree) -> int:
+    """Bytes of the statistics `tree` reads, each distinct terminal once (constants are made)."""
+    names = {node.value for node in tree if isinstance(node, gp.Terminal)}
+    return sum(t.numel() * t.element_size() for inputs, _ in table.groups
+               for name, t in inputs.items() if name in names)
+
+
+def timed(table, tree) -> tuple:
+    """(scores, wall seconds, CPU seconds of the whole process: every thread counts)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    scores = table.scores(tree)
+    return scores, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def jcm_of(evaluator, flat) -> float:
+    """The evaluator's JCM for these per-item scores (items are data set by data set)."""
+    n = len(evaluator.indices)
+    return evaluator.evaluate_scores({c: flat[i * n:(i + 1) * n]
+                                      for i, c in enumerate(evaluator.columns)}).jcm
+
+
+def ratio(a, b):
+    """a / b, NaN where b is 0 (a tree of constants reads nothing)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return np.divide(a, b, out=np.full_like(a, np.nan), where=b > 0)
+
+
+def max_relative_difference(a, b) -> float:
+    both = np.isfinite(a) & np.isfinite(b)
+    scale = np.maximum(np.abs(a[both]), np.abs(b[both]))
+    diff = np.abs(a[both] - b[both])
+    return float(np.max(np.where(scale > 0, diff / np.where(scale > 0, scale, 1), 0), initial=0))
+
+
+def run_plain(table, trees, floors):
+    print(f"{'tree':>4} {'wall ms':>9} {'CPU ms':>9} {'floor ms':>9} {'wall/floor':>10} "
+          f"{'CPU/floor':>9}  formula")
+    rows = []
+    for i, (tree, floor) in enumerate(zip(trees, floors)):
+        scores, wall, cpu = timed(table, tree)
+        rows.append((scores, wall, cpu))
+        print(f"{i:4d} {wall * 1e3:9.2f} {cpu * 1e3:9.2f} {floor * 1e3:9.3f} {ratio(wall, floor):10.1f} "
+              f"{ratio(cpu, floor):9.1f}  {str(tree)[:90]}")
+    walls, cpus = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+    print(f"mean {walls.mean() * 1e3:9.2f} {cpus.mean() * 1e3:9.2f} {np.mean(floors) * 1e3:9.3f} "
+          f"{np.nanmean(ratio(walls, floors)):10.1f} {np.nanmean(ratio(cpus, floors)):9.1f}  "
+          f"(mean of the ratios)")
+    return np.stack([r[0] for r in rows])
+
+
+def run_chunking(evaluator, table, chunk_units, trees, floors):
+    """Each tree on whole groups and in chunks, alternating which goes first; fresh memos."""
+    whole, chunked = table.variant(WHOLE), table.variant(chunk_units)
+    print(f"{'tree':>4} {'whole wall':>10} {'CPU':>7} {'chunked wall':>12} {'CPU':>7} {'floor':>7} "
+          f"{'whole/floor':>11} {'chunked/floor':>13} {'max rel diff':>12}  formula  (ms)")
+    out, stats = [], []
+    for i, (tree, floor) in enumerate(zip(trees, floors)):
+        first, second = (whole, chunked) if i % 2 == 0 else (chunked, whole)
+        a, b = timed(first, tree), timed(second, tree)
+        w, c = (a, b) if i % 2 == 0 else (b, a)
+        rel = max_relative_difference(w[0], c[0])
+        same_nan = bool(np.array_equal(np.isnan(w[0]), np.isnan(c[0])))
+        same_jcm = jcm_of(evaluator, w[0]) == jcm_of(evaluator, c[0])
+        stats.append((w[1], w[2], c[1], c[2], rel, same_nan, same_jcm,
+                      np.array_equal(w[0], c[0], equal_nan=True)))
+        out.append(c[0])
+        print(f"{i:4d} {w[1] * 1e3:10.2f} {w[2] * 1e3:7.2f} {c[1] * 1e3:12.2f} {c[2] * 1e3:7.2f} "
+              f"{floor * 1e3:7.3f} {ratio(w[1], floor):11.1f} {ratio(c[1], floor):13.1f} {rel:12.2e}  "
+              f"{str(tree)[:70]}")
+    s = np.array(stats, dtype=float)
+    f = np.asarray(floors)
+    print(f"mean {s[:, 0].mean() * 1e3:10.2f} {s[:, 1].mean() * 1e3:7.2f} {s[:, 2].mean() * 1e3:12.2f} "
+          f"{s[:, 3].mean() * 1e3:7.2f} {f.mean() * 1e3:7.3f} {np.nanmean(ratio(s[:, 0], f)):11.1f} "
+          f"{np.nanmean(ratio(s[:, 2], f)):13.1f}  (mean of the ratios)")
+    print(f"chunked / whole: {s[:, 2].sum() / s[:, 0].sum():.2f} of the wall time, "
+          f"{s[:, 3].sum() / s[:, 1].sum():.2f} of the CPU time; "
+          f"max relative difference {s[:, 4].max():.2e}; "
+          f"bit-identical {int(s[:, 7].sum())}/{len(trees)}; NaN patterns identical "
+          f"{int(s[:, 5].sum())}/{len(trees)}; JCMs identical {int(s[:, 6].sum())}/{len(trees)}")
+    return np.stack(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="autoformer")
     p.add_argument("--split", default="search")
+    p.add_argument("--archs", type=int, help="the first N archs of the bench (default: all)")
     p.add_argument("--trees", type=int, default=80)
     p.add_argument("--seed", type=int, default=5, help="seed of the tree generator")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--chunk-units", type=chunk_setting, default=None,
+                   help="units per chunk: auto (default), whole or N")
     p.add_argument("--save", help="write the scores (trees x items) to this .npy file")
     p.add_argument("--compare", help="a .npy file written by --save: are the scores identical?")
+    p.add_argument("--compare-chunking", action="store_true",
+                   help="score every tree in chunks and on whole groups; compare the two")
     args = p.parse_args()
-    evaluator = split_evaluator(make_setup(space=args.space, quiet=True), args.split)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    evaluator = split_evaluator(make_setup(space=args.space, archs=args.archs, quiet=True), args.split)
+    table = evaluator.table.variant(args.chunk_units)
     pset, rng = vit_primitive_set(), random.Random(args.seed)
     trees = [generate_tree(pset, 2, 5, rng) for _ in range(args.trees)]
+    bandwidth = sum_bandwidth(table)
+    floors = [bytes_read(table, tree) / bandwidth for tree in trees]
+    units = [min(table.units_per_chunk(inputs), len(o)) for inputs, o in table.groups]
+    print(f"{args.space}, {args.split} split: {table.n_items} items, {table.nbytes() / 2**20:.0f} MiB "
+          f"stacked in {len(table.groups)} groups of {[len(o) for _, o in table.groups]} units, "
+          f"{args.trees} random trees, {torch.get_num_threads()} torch threads; units per chunk "
+          f"{units}; sum() reads {bandwidth / 2**30:.1f} GiB/s")
+    if args.compare_chunking and units == [len(o) for _, o in table.groups]:
+        print("note: the chunks are the whole groups (the automatic rule with several torch threads), "
+              "so both paths are one; --chunk-units N compares chunks of N")
     (user0, sys0), wall0 = cpu_times(), time.perf_counter()
-    scores = np.stack([evaluator.table.scores(tree) for tree in trees])
+    if args.compare_chunking:
+        scores = run_chunking(evaluator, table, args.chunk_units, trees, floors)
+    else:
+        scores = run_plain(table, trees, floors)
     (user1, sys1), wall = cpu_times(), time.perf_counter() - wall0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"{args.space}, {args.split} split: {evaluator.table.n_items} items, "
-          f"{evaluator.table.nbytes() / 2**20:.0f} MiB stacked, {args.trees} random trees")
-    print(f"per tree: {(user1 - user0) / args.trees:.3f} s user + {(sys1 - sys0) / args.trees:.3f} s "
-          f"system CPU, {wall / args.trees:.3f} s wall; peak RSS {peak:.2f} GiB")
+    per = args.trees * (2 if args.compare_chunking else 1)
+    print(f"per evaluation: {(user1 - user0) / per:.3f} s user + {(sys1 - sys0) / per:.3f} s "
+          f"system CPU, {wall / per:.3f} s wall; peak RSS {peak:.2f} GiB")
     if args.save:
         np.save(args.save, scores)
     if args.compare:

@@ -19,6 +19,17 @@ BUDGETS = {
 }
 
 
+def preset_values(field: str) -> dict:
+    """{budget: its value of the SearchConfig field}, for help texts that show what each preset sets."""
+    return {name: getattr(SearchConfig(**preset), field) for name, preset in BUDGETS.items()}
+
+
+def describe_presets(field: str) -> str:
+    """E.g. "paper: 20, large: 50": each budget's value of FIELD."""
+    return ", ".join(f"{name}: {value:g}" if isinstance(value, float) else f"{name}: {value}"
+                     for name, value in preset_values(field).items())
+
+
 def budget_config(name: str, **overrides) -> SearchConfig:
     """The budget's SearchConfig with `overrides` (e.g. flags the user gave) applied."""
     from vit_space.core.errors import BadInput

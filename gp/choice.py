@@ -16,8 +16,10 @@ import numpy as np
 
 from gp.creator_setup import as_individual
 from primitives import parse_formula
+from vit_space.scoring.ensemble import rank_average
 from vit_space.scoring.evaluator import result_from_scores
 from vit_space.scoring.jcm import tied_pair_share
+from vit_space.scoring.proxies import BASELINE_TREES
 
 
 def hall_of_fame(memo: dict, phenotypes: dict, pset, size: int, first=None) -> list:
@@ -83,3 +85,18 @@ def cross_validate(search_eval, trees: list, folds: int = 5, seed: int = 0) -> l
 def cv_choice(rows: list) -> dict:
     """The row with the highest mean - s.e. (ties: the earlier, i.e. higher-JCM, candidate)."""
     return max(rows, key=lambda r: r["cv_score"])
+
+
+def ensemble_members(candidates: list, size: int, with_params: bool = False) -> list:
+    """The formulas of the `size` best distinct phenotypes of the hall of fame (in its order), and
+    #params of the blocks (its tree form) as one more member when asked and not already there."""
+    members = [str(tree) for tree in candidates[:size]]
+    if with_params and BASELINE_TREES["params"] not in members:
+        members.append(BASELINE_TREES["params"])
+    return members
+
+
+def ensemble_result(evaluator, members: list, pset):
+    """The ensemble's ProxyResult on EVALUATOR's archs: its members' rank-average, scored."""
+    scores = rank_average([evaluator.scores(parse_formula(m, pset)) for m in members])
+    return evaluator.evaluate_scores(scores)

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 
-def plot_history(history: list, path: Path, title: str = "") -> None:
+def plot_history(history: list, path: Path, title: str = "", ceiling: Optional[float] = None) -> None:
+    """Best and mean JCM per iteration; `ceiling`, the best JCM one score per arch can reach on
+    the search part (vit_space.scoring.ceiling), as a labelled line: how much room is left."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -13,6 +16,9 @@ def plot_history(history: list, path: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(iters, [h["best"] for h in history], label="best JCM")
     ax.plot(iters, [h["mean"] for h in history], label="mean JCM")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="tab:red", linestyle="--", linewidth=1,
+                   label=f"ceiling {ceiling:.3f} (one score per arch)")
     ax.set_xlabel("iteration")
     ax.set_ylabel("JCM (search split)")
     ax.set_title(title)

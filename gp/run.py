@@ -8,26 +8,40 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
+from statistics import fmean
+
+import numpy as np
 
 from vit_space.core.atomic import write_json_atomic
-from gp.choice import cross_validate, cv_choice, hall_of_fame
+from gp.choice import cross_validate, cv_choice, ensemble_members, ensemble_result, hall_of_fame
 from gp.fitness import MemoFitness
 from gp.plots import plot_history
 from gp.search import Search, SearchConfig, best_individual, make_toolbox
 from gp.selection import pareto_front
 from primitives import parse_formula
 from vit_space.data.bench import column_for
+from vit_space.scoring.ceiling import (Ceiling, bootstrap_values, ceiling_fields, ceiling_share,
+                                       jcm_ceiling, percentile_interval)
 from vit_space.scoring.evaluator import JCMSettings, ProxyEvaluator
+from vit_space.scoring.jcm import WORST
+from vit_space.scoring.joint import JointEvaluator
 from vit_space.setup_run import DataSetup
 from vit_space.stats.terminals import vit_primitive_set
 
 
-def data_identity(s: DataSetup, aggregate: str) -> dict:
-    """Every data setting that changes fitness values (compared on --resume)."""
+SEARCH_PARTS = ("split", "all")  # the seeded 60% of the records, or every record (no test part)
+
+
+def data_identity(s, aggregate: str, search_part: str = "split") -> dict:
+    """Every data setting that changes fitness values (compared on --resume); for several spaces
+    searched as one, each space's."""
+    if isinstance(s, (list, tuple)):
+        return {"spaces": [data_identity(one, aggregate, search_part) for one in s]}
     return {"space": s.bench.space, "bench": s.bench.path, "archs": len(s.bench),
             "datasets": s.datasets, "acc": s.acc, "stats": asdict(s.cfg), "aggregate": aggregate,
-            "split_seed": s.split_seed}
+            "split_seed": s.split_seed, **({"search_part": "all"} if search_part == "all" else {})}
 
 
 def split_evaluator(s: DataSetup, split: str, aggregate: str = "sum",
@@ -37,46 +51,103 @@ def split_evaluator(s: DataSetup, split: str, aggregate: str = "sum",
                           s.backend, s.scheduler, label=f"{split} split")
 
 
-def evolve(s: DataSetup, config: SearchConfig, out: Path, resume: bool = False,
-           aggregate: str = "sum", stop_after=None, toolbox_hook=None) -> dict:
+def part_evaluator(setups: list, part: str, aggregate: str = "sum"):
+    """The evaluator of one part of the records, "search" or "test", of one space or of several
+    searched as one (a JointEvaluator); with search_part "all" the search part is every record."""
+    evaluators = {s.bench.space: split_evaluator(s, part, aggregate) for s in setups}
+    return evaluators[setups[0].bench.space] if len(setups) == 1 else JointEvaluator(evaluators)
+
+
+def part_json(evaluator, result, ceiling: Ceiling = None) -> dict:
+    """A ProxyResult as best.json reports it; a joint search adds each space's own JCM. With the
+    part's `ceiling`: it, the JCM's 95% bootstrap interval and the JCM's share of the ceiling."""
+    out = result.as_json()
+    if isinstance(evaluator, JointEvaluator):
+        out["per_space"] = evaluator.space_jcms(result.scores)
+    if ceiling is not None:
+        out.update(ceiling_fields(ceiling), jcm_interval=part_interval(evaluator, result),
+                   ceiling_share=ceiling_share(result.jcm, ceiling.value))
+    return out
+
+
+def part_ceiling(evaluator) -> Ceiling:
+    """The best JCM one score per arch can reach on the part's archs (vit_space.scoring.ceiling);
+    of a joint search the mean of the spaces' ceilings, as its JCM is the mean of their JCMs."""
+    if not isinstance(evaluator, JointEvaluator):
+        return jcm_ceiling(evaluator.accuracies)
+    ceilings = [jcm_ceiling(e.accuracies) for e in evaluator.evaluators.values()]
+    return Ceiling(fmean(c.value for c in ceilings), None, fmean(c.strict for c in ceilings))
+
+
+def part_interval(evaluator, result) -> list:
+    """[low, high], the 95% bootstrap interval of the part's JCM (archs resampled, seeded: the
+    same on a resumed run); a joint search resamples each space's archs and averages the JCMs."""
+    if not isinstance(evaluator, JointEvaluator):
+        return list(percentile_interval(bootstrap_values(result.scores, evaluator.accuracies)))
+    per = evaluator.per_space(result.scores)
+    each = np.stack([bootstrap_values(per[space], e.accuracies) for space, e in evaluator.evaluators.items()])
+    return list(percentile_interval(np.where((each == WORST).any(0), WORST, each.mean(0))))
+
+
+def evolve(s, config: SearchConfig, out: Path, resume: bool = False,
+           aggregate: str = "sum", stop_after=None, toolbox_hook=None, search_part: str = "split") -> dict:
     """Run (or resume) a search; write best.json, history.json, jcm.png and the checkpoint.
-    `toolbox_hook(toolbox)` may re-register operators (ablations) before the run."""
+    `s` is one DataSetup or a list of them (one tree for several spaces: the fitness is the mean
+    of their JCMs). `search_part` "all" searches on every record and leaves no test part (the
+    fit of a procedure already judged on held-out splits). `toolbox_hook(toolbox)` may
+    re-register operators (ablations) before the run."""
+    setups = list(s) if isinstance(s, (list, tuple)) else [s]
+    if search_part not in SEARCH_PARTS:
+        raise ValueError(f"search_part {search_part!r}: expected one of {SEARCH_PARTS}")
     pset = vit_primitive_set()
-    identity = {"search": asdict(config), "data": data_identity(s, aggregate)}
+    identity = {"search": asdict(config), "data": data_identity(s, aggregate, search_part)}
     if resume:  # a missing, damaged or foreign checkpoint fails before any extraction
         Search.load_resumable(out / "checkpoint.json", identity)
-    test_indices = s.bench.split("test", s.split_seed)  # scored only at the end: validate it now
-    for dataset in s.datasets:
-        s.bench.accuracies(test_indices, column_for(dataset, s.acc, s.bench.space))
-    search_eval = split_evaluator(s, "search", aggregate)
+    search_name = "all" if search_part == "all" else "search"
+    for one in setups:  # the test part is scored only at the end: validate it now
+        test_indices = [] if search_part == "all" else one.bench.split("test", one.split_seed)
+        for dataset in one.datasets:
+            one.bench.accuracies(test_indices, column_for(dataset, one.acc, one.bench.space))
+    search_eval = part_evaluator(setups, search_name, aggregate)
     fitness = MemoFitness(search_eval, config.max_nodes)
     rng = random.Random(config.seed)
-    toolbox = make_toolbox(pset, fitness, config, rng, n_jobs=s.n_jobs)
+    toolbox = make_toolbox(pset, fitness, config, rng, n_jobs=setups[0].n_jobs)
     if toolbox_hook:
         toolbox_hook(toolbox)
     search = Search(toolbox, pset, config, rng, fitness, out / "checkpoint.json", identity)
-    state = search.run(resume=resume, progress=s.progress, stop_after=stop_after)
+    state = search.run(resume=resume, progress=setups[0].progress, stop_after=stop_after)
     seconds = search.seconds  # one reading: the clock runs on
     seconds_this_run = seconds - search.seconds_before
     write_json_atomic(out / "history.json", state.history)
-    plot_history(state.history, out / "jcm.png", f"Auto-Prox search, {s.bench.space}")
+    spaces = ",".join(one.bench.space for one in setups)
+    ceilings = {"search": part_ceiling(search_eval)}  # once per report, never per candidate
+    plot_history(state.history, out / "jcm.png", f"Auto-Prox search, {spaces}", ceilings["search"].value)
     if not search.finished:
         return {"finished": False, "iteration": state.iteration}
     best = best_individual(state.population)
     candidates = hall_of_fame(fitness.memo, fitness.phenotypes, pset, config.hof, first=best)
     rows = cross_validate(search_eval, candidates, config.folds, config.seed)
     cv = cv_choice(rows)
-    answer = best if config.choose == "best" else parse_formula(cv["formula"], pset)
-    test_eval = split_evaluator(s, "test", aggregate)
+    test_eval = None if search_part == "all" else part_evaluator(setups, "test", aggregate)
+    ceilings["test"] = part_ceiling(test_eval) if test_eval else None
+    members = ensemble_members(candidates, config.ensemble, config.with_params)
 
-    def scored(tree) -> dict:
-        return {"formula": str(tree), "search": search_eval.evaluate(tree).as_json(),
-                "test": test_eval.evaluate(tree).as_json()}
-    other = parse_formula(cv["formula"], pset) if config.choose == "best" else best
+    def scored(rule: str) -> dict:
+        """The answer of a final-choice rule, on the search part and the test part (if any)."""
+        if rule == "ensemble":
+            answer, result = {"formula": None, "members": members}, partial(ensemble_result, members=members, pset=pset)
+        else:
+            tree = best if rule == "best" else parse_formula(cv["formula"], pset)
+            answer, result = {"formula": str(tree)}, lambda e: e.evaluate(tree)
+        for part, e in (("search", search_eval), ("test", test_eval)):
+            answer[part] = part_json(e, result(e), ceilings[part]) if e else None
+        return answer
+    beside = "cv" if config.choose == "best" else "best"
     report = {
-        **scored(answer), "space": s.bench.space, "choice": config.choose,
-        "config": {**asdict(config), **data_identity(s, aggregate), "device": s.device},
-        "beside": {"rule": "cv" if config.choose == "best" else "best", **scored(other)},
+        **scored(config.choose), "space": spaces, "choice": config.choose,
+        "search_part": "every record (no test part)" if search_part == "all" else "the 60% search split",
+        "config": {**asdict(config), **data_identity(s, aggregate, search_part), "device": setups[0].device},
+        "beside": {"rule": beside, **scored(beside)},
         "evaluations": len(fitness.memo), "evaluations_this_run": fitness.evaluations,
         "stopped": search.stop_reason(), "iterations": state.iteration,
         "seconds": round(seconds, 2),

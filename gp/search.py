@@ -64,6 +64,9 @@ class SearchConfig:
     hof: int = 10  # hall of fame: best distinct phenotypes, the candidates of the final choice
     folds: int = 5  # k of the cross-validated JCM inside the search split
     choose: str = "best"  # best: Algorithm 1's best JCM | cv: best mean - 1 s.e. over folds
+    # | ensemble: the rank-average of the hall of fame's `ensemble` best (gp.choice)
+    ensemble: int = 5
+    with_params: bool = False  # --choose ensemble: #params (of the blocks) joins as a member
 
     def validate(self) -> "SearchConfig":
         checks = [("--pop", self.pop >= 2, "an integer >= 2"), ("--iters", self.iters >= 0, ">= 0"),
@@ -80,13 +83,14 @@ class SearchConfig:
                    ">= --pop with --strategy random (it needs a budget), else >= 0"),
                   ("--patience", self.patience >= 0, ">= 0"), ("--hof", self.hof >= 1, ">= 1"),
                   ("--folds", self.folds >= 2, ">= 2"),
-                  ("--choose", self.choose in CHOICES, f"one of {', '.join(CHOICES)}")]
+                  ("--choose", self.choose in CHOICES, f"one of {', '.join(CHOICES)}"),
+                  ("--ensemble", 1 <= self.ensemble <= self.hof, "in [1, --hof]")]
         check_flags(self, checks)
         return self
 
 
 STRATEGIES = ("evolve", "random")
-CHOICES = ("best", "cv")
+CHOICES = ("best", "cv", "ensemble")
 
 
 def _fitness_key(ind):

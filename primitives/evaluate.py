@@ -13,13 +13,18 @@ from deap import gp
 
 
 
-def constant_values(pset: gp.PrimitiveSetTyped, inputs: Mapping[str, torch.Tensor]) -> dict:
-    """Values of the constant terminals: `one`, and each `eye_<name>` sized by the rows of the
-    terminal it is named after."""
+def constant_values(pset: gp.PrimitiveSetTyped, inputs: Mapping[str, torch.Tensor],
+                    names: Optional[set] = None) -> dict:
+    """Values of the constant terminals (those in `names` only, when given): `one`, and each
+    `eye_<name>` sized by the rows of the terminal it is named after."""
     ref = next(iter(inputs.values()))
     units = ref.shape[0]
-    out = {"one": torch.ones(units, dtype=ref.dtype, device=ref.device)}
+    out = {}
+    if names is None or "one" in names:
+        out["one"] = torch.ones(units, dtype=ref.dtype, device=ref.device)
     for eye, source in getattr(pset, "eye_sources", {}).items():
+        if names is not None and eye not in names:
+            continue
         value = inputs[source]
         rows = 1
         for size in value.shape[1:-1]:
@@ -28,18 +33,30 @@ def constant_values(pset: gp.PrimitiveSetTyped, inputs: Mapping[str, torch.Tenso
     return out
 
 
-def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
-                  inputs: Mapping[str, torch.Tensor],
-                  memo: Optional[MutableMapping[str, torch.Tensor]] = None) -> torch.Tensor:
-    """Value of `tree` for every unit; NaN/inf in the result marks a unit invalid."""
-    values = dict(inputs)
-    for name, value in constant_values(pset, inputs).items():
-        values.setdefault(name, value)
-
-    keys = {}
+def subtree_keys(tree: gp.PrimitiveTree) -> tuple:
+    """Per primitive node of `tree`: its subtree's formula (the memo key) and where the subtree
+    ends. They depend on the tree alone, so a caller that evaluates one tree on many chunks of
+    units computes them once (printing subtrees costs more than the ops on a small chunk)."""
+    keys, ends = {}, {}
     for index, node in enumerate(tree):
         if not isinstance(node, gp.Terminal):
-            keys[index] = str(gp.PrimitiveTree(tree[index:tree.searchSubtree(index).stop]))
+            ends[index] = tree.searchSubtree(index).stop
+            keys[index] = str(gp.PrimitiveTree(tree[index:ends[index]]))
+    return keys, ends
+
+
+def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
+                  inputs: Mapping[str, torch.Tensor],
+                  memo: Optional[MutableMapping[str, torch.Tensor]] = None,
+                  keys: Optional[tuple] = None) -> torch.Tensor:
+    """Value of `tree` for every unit; NaN/inf in the result marks a unit invalid. `keys`:
+    `subtree_keys(tree)`, when the caller has it already."""
+    values = dict(inputs)
+    # only the constants the tree reads: a chunked evaluation makes them once per chunk
+    wanted = {node.value for node in tree if isinstance(node, gp.Terminal)} - values.keys()
+    values.update(constant_values(pset, inputs, wanted))
+
+    keys, ends = keys or subtree_keys(tree)
     counts = Counter(keys.values())
     local: dict = {}  # subtrees that occur twice or more in this tree are computed once
 
@@ -47,7 +64,7 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
         node = tree[index]
         if isinstance(node, gp.Terminal):
             return values[node.value], index + 1
-        end = tree.searchSubtree(index).stop
+        end = ends[index]
         key = keys[index]
         if key in local:
             return local[key], end

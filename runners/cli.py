@@ -55,7 +55,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     d = DATA_DEFAULTS
     p.add_argument("--space", default=d["space"], help="autoformer | pit")
     p.add_argument("--bench", default=d["bench"], help="bench file or directory (default: "
-                   "$VIT_BENCH_101, data/vit_bench_101/, ../shared/vit_bench_101/)")
+                   "$VIT_BENCH_101, else the copy packaged with vit_space)")
     p.add_argument("--datasets", default=d["datasets"], help="comma-separated: c100,flowers,chaoyang,imagenet")
     p.add_argument("--acc", default=d["acc"], help="kd | base accuracy columns")
     p.add_argument("--archs", type=int, default=d["archs"],

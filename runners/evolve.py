@@ -3,11 +3,27 @@ the paper's setting (--budget paper) on the AutoFormer bench with the synthetic 
 flags left out take their value from --budget."""
 from runners.cli import add_data_options, main_guard, parser, prepare_out_dir
 
-from gp.budgets import BUDGETS, budget_config
-from gp.run import evolve
-from vit_space.setup_run import data_setup
+from gp.budgets import BUDGETS, budget_config, describe_presets
+from gp.report import format_result
+from gp.run import SEARCH_PARTS, evolve
+from vit_space.setup_run import data_setups
 
 RUN_FILES = ("checkpoint.json", "history.json", "best.json", "jcm.png", "pareto.json")  # what a run writes
+
+
+def ceiling_lines(result: dict) -> list:
+    """After the result: each part's JCM with its 95% bootstrap interval, and the part's ceiling
+    (the best one score per arch can do there) with the JCM's share of it."""
+    lines = []
+    for name in ("search", "test"):
+        part = result.get(name) if result.get("finished") else None
+        if part and part.get("jcm_interval"):
+            low, high = part["jcm_interval"]
+            share = part["ceiling_share"]
+            lines.append(f"{name:6s} JCM {part['jcm']:.4f}, 95% interval [{low:.4f}, {high:.4f}]; ceiling "
+                         f"{part['ceiling']:.4f} (without ties {part['ceiling_strict']:.4f}), share "
+                         + (f"{share:.3f}" if share is not None else "n/a"))
+    return lines
 
 
 @main_guard
@@ -17,7 +33,8 @@ def main(argv=None):
     p.add_argument("--budget", default="paper", help=f"preset of the search flags: "
                    f"{' | '.join(BUDGETS)} (see gp/budgets.py)")
     p.add_argument("--strategy", help="evolve | random (random trees from the same generator "
-                   "until --evals evaluations; the same final choice)")
+                   "until --evals evaluations; the same final choice; default from --budget: "
+                   f"{describe_presets('strategy')})")
     p.add_argument("--search-seed", type=int, help="seed of the search alone (default: --seed); "
                    "varies the search while the batch, split and statistics cache stay the same")
     for flag, kind, text in (
@@ -36,15 +53,23 @@ def main(argv=None):
             ("--max-tries", int, "mutations per iteration at most"),
             ("--max-nodes", int, "largest tree"), ("--hof", int, "hall of fame size"),
             ("--folds", int, "folds of the cross-validated JCM (search split only)"),
-            ("--choose", str, "best (Algorithm 1: best JCM) | cv (best fold mean - 1 s.e.)"),
+            ("--choose", str, "best (Algorithm 1: best JCM) | cv (best fold mean - 1 s.e.) | ensemble "
+             "(rank-average of the --ensemble best distinct proxies)"),
+            ("--ensemble", int, "members of the --choose ensemble answer"),
             ("--checkpoint-every", int, "iterations between checkpoints")):
-        p.add_argument(flag, type=kind, help=f"{text} (default: from --budget)")
+        field = flag[2:].replace("-", "_")
+        p.add_argument(flag, type=kind, help=f"{text} (default from --budget: {describe_presets(field)})")
+    p.add_argument("--with", dest="with_member", choices=["params"],
+                   help="--choose ensemble: #params (of the blocks) joins the members")
     p.add_argument("--no-elitism", action="store_true", help="accept the first valid child")
     p.add_argument("--parsimony", action="store_true", default=None,
-                   help="size tie-break within --tie-tol (default: from --budget)")
+                   help=f"size tie-break within --tie-tol (default from --budget: {describe_presets('parsimony')})")
     p.add_argument("--allow-phenotype-duplicates", action="store_true",
                    help="keep children that rank the search archs exactly as a member does")
     p.add_argument("--aggregate", default="sum", help="sum | mean of per-block values")
+    p.add_argument("--split", default="split", choices=SEARCH_PARTS,
+                   help="split: search on the seeded 60%% (--split-seed), test on the other 40%%; all: "
+                   "search on every record, no test part (the final fit of a procedure judged on splits)")
     p.add_argument("--out", help="output directory (default: a fresh runs/evolve, runs/evolve-2, ...)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.json "
                    "(without --out: the newest runs/evolve[-N])")
@@ -53,7 +78,9 @@ def main(argv=None):
     given = {name: getattr(args, name) for name in (  # SearchConfig fields named like their flags
         "pop", "iters", "evals", "patience", "ratio", "topk", "select", "tournsize", "mutate", "p_node",
         "cxpb", "tie_tol", "margin", "max_tries", "max_nodes", "hof", "folds", "choose", "checkpoint_every",
-        "strategy", "parsimony") if getattr(args, name) is not None}
+        "strategy", "parsimony", "ensemble") if getattr(args, name) is not None}
+    if args.with_member:
+        given["with_params"] = True
     if args.no_elitism:
         given["elitism"] = False
     if args.allow_phenotype_duplicates:
@@ -64,24 +91,13 @@ def main(argv=None):
     config.validate()
     if args.aggregate not in ("sum", "mean"):
         p.error(f"--aggregate {args.aggregate}: expected sum or mean")
-    setup = data_setup(args)
+    setups = data_setups(args)
     out = prepare_out_dir(args.out, "runs/evolve", RUN_FILES, args.resume, args.force)
-    result = evolve(setup, config, out, args.resume, args.aggregate)
-    if not result["finished"]:
-        print(f"stopped at iteration {result['iteration']}; continue with --resume")
-        return
-    print(f"proxy ({'best JCM' if result['choice'] == 'best' else 'cross-validated choice'}, "
-          f"{result['evaluations']} evaluations, {result['seconds']:.1f} s, stopped on "
-          f"{result['stopped']}): {result['formula']}")
-    for split in ("search", "test"):
-        per = ", ".join(f"{c}: {v['kendall']:.4f}" if v else f"{c}: invalid"
-                        for c, v in result[split]["datasets"].items())
-        print(f"{split:6s} JCM {result[split]['jcm']:.4f}  tied pairs {result[split]['tied_share']:.3f}"
-              f"  (Kendall {per})")
-    beside = result["beside"]
-    print(f"beside it ({'cross-validated choice' if beside['rule'] == 'cv' else 'best JCM'}): "
-          f"{beside['formula']}  search {beside['search']['jcm']:.4f}, test {beside['test']['jcm']:.4f}")
-    print(f"written: {out / 'best.json'}, {out / 'history.json'}, {out / 'jcm.png'}, {out / 'pareto.json'}")
+    result = evolve(setups if len(setups) > 1 else setups[0], config, out, args.resume, args.aggregate,
+                    search_part=args.split)
+    print(format_result(result, out))
+    for line in ceiling_lines(result):
+        print(line)
 
 
 if __name__ == "__main__":

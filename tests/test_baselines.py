@@ -6,17 +6,17 @@ checked against independent manual computations from one ordinary ``loss.backwar
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from vit_space.data.bench import PACKAGED_BENCH
 from vit_space.models.builders import build_model, transformer_blocks
 from vit_space.scoring.baselines import (BASELINES, Baseline, SharedPass, nwot_codes, register_baseline,
                                  register_shared, score_baseline, score_baselines, weight_groups)
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "vit_bench_101"
+BENCH = PACKAGED_BENCH
 SPACES = ("autoformer", "pit")
 IMG, BATCH, CLASSES = 32, 4, 100
 EXPECTED = {"params": False, "flops": False, "grad_norm": True, "snip": True, "grasp": True,

@@ -6,7 +6,11 @@ The bench files are never copied into the repository: fixtures are written to tm
 import copy
 import json
 import math
+import os
 import pickle
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +18,11 @@ import pytest
 import torch
 
 from vit_space.core.errors import BadInput
-from vit_space.data.bench import REPO_ROOT, Bench, column_for, find_bench, load_bench, parse_datasets
+from vit_space.data.bench import PACKAGED_BENCH, Bench, column_for, find_bench, load_bench, parse_datasets
 from vit_space.scoring.jcm import correlations
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "vit_bench_101"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "vit_bench_101"  # the copy beside the project, if any
 
 # columns as the README of ViT-Bench-101 lists them
 README_COLUMNS = {
@@ -29,7 +34,7 @@ README_COLUMNS = {
 
 
 def raw(space):
-    return json.loads((SHARED / f"{space}.json").read_text())
+    return json.loads((PACKAGED_BENCH / f"{space}.json").read_text())
 
 
 @pytest.fixture(autouse=True)
@@ -67,9 +72,9 @@ def test_real_bench_archs_are_in_their_spaces(autoformer_bench, pit_bench):
 
 
 def test_space_inferred_from_file_name():
-    assert load_bench(SHARED / "pit.json").space == "pit"
+    assert load_bench(PACKAGED_BENCH / "pit.json").space == "pit"
     with pytest.raises(BadInput, match="cannot tell the space"):
-        load_bench(SHARED / "README.md")
+        load_bench(PACKAGED_BENCH / "README.md")
 
 
 # ---------------------------------------------------------------- the authors' .pth format
@@ -305,15 +310,15 @@ def _small_bench_dir(root, space="autoformer", n=5, pth=False):
 
 
 def test_find_bench_by_file_and_directory():
-    assert find_bench("autoformer", str(SHARED / "autoformer.json")) == SHARED / "autoformer.json"
-    assert find_bench("autoformer", str(SHARED)) == SHARED / "autoformer.json"
-    assert find_bench("pit", str(SHARED)) == SHARED / "pit.json"
+    assert find_bench("autoformer", str(PACKAGED_BENCH / "autoformer.json")) == PACKAGED_BENCH / "autoformer.json"
+    assert find_bench("autoformer", str(PACKAGED_BENCH)) == PACKAGED_BENCH / "autoformer.json"
+    assert find_bench("pit", str(PACKAGED_BENCH)) == PACKAGED_BENCH / "pit.json"
 
 
 def test_find_bench_option_beats_environment(tmp_path, monkeypatch):
     env_dir = _small_bench_dir(tmp_path / "env")
     monkeypatch.setenv("VIT_BENCH_101", str(env_dir))
-    assert find_bench("autoformer", str(SHARED)) == SHARED / "autoformer.json"
+    assert find_bench("autoformer", str(PACKAGED_BENCH)) == PACKAGED_BENCH / "autoformer.json"
 
 
 def test_find_bench_environment_beats_default(tmp_path, monkeypatch):
@@ -335,7 +340,7 @@ def test_find_bench_default():
     for space in ("autoformer", "pit"):
         found = find_bench(space)
         assert found.name == f"{space}.json"
-        assert found.parent.resolve() in {(REPO_ROOT / "data" / "vit_bench_101").resolve(), SHARED.resolve()}
+        assert found.parent.resolve() == PACKAGED_BENCH.resolve()
         assert len(load_bench(found)) == 100
 
 
@@ -354,7 +359,7 @@ def test_find_bench_missing(tmp_path):
     with pytest.raises(BadInput, match="--bench"):
         find_bench("pit", str(tmp_path))  # exists, but empty
     with pytest.raises(BadInput, match="--space"):
-        find_bench("vit", str(SHARED))
+        find_bench("vit", str(PACKAGED_BENCH))
 
 
 # ---------------------------------------------------------------- split and head
@@ -435,3 +440,45 @@ def test_bench_values_are_finite(autoformer_bench, pit_bench):
     for bench in (autoformer_bench, pit_bench):
         for r in bench.records:
             assert all(math.isfinite(r[c]) for c in README_COLUMNS[bench.space])
+
+
+# ---------------------------------------------------------------- the packaged bench
+
+def test_packaged_bench_is_the_authors_files_with_their_origin():
+    """The package ships exactly the two ground-truth files and a README naming their origin and
+    license; where the copy beside the project exists, the packaged one equals it byte for byte."""
+    assert sorted(p.name for p in PACKAGED_BENCH.iterdir()) == ["README.md", "autoformer.json", "pit.json"]
+    readme = (PACKAGED_BENCH / "README.md").read_text()
+    for fact in ("gt_results/gt_autoformer.pth", "gt_results/gt_pit.pth", "Apache License 2.0", "one to one"):
+        assert fact in readme
+    if SHARED.is_dir():
+        for name in ("autoformer.json", "pit.json"):
+            assert (PACKAGED_BENCH / name).read_bytes() == (SHARED / name).read_bytes()
+
+
+def test_packaged_bench_is_package_data(tmp_path):
+    """What `pip install .` copies: setup.py's build of the packages holds the bench."""
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)],
+                   cwd=ROOT, check=True, capture_output=True)
+    built = tmp_path / "vit_space" / "data" / "bench"
+    assert sorted(p.name for p in built.iterdir()) == ["README.md", "autoformer.json", "pit.json"]
+    assert (built / "pit.json").read_bytes() == (PACKAGED_BENCH / "pit.json").read_bytes()
+
+
+def test_rank_runs_with_no_bench_beside_the_project(tmp_path):
+    """A clone with no ../shared and no $VIT_BENCH_101 reads the packaged bench: #params has its
+    known Kendall tau on c100 over the 100 AutoFormer archs."""
+    repo = tmp_path / "clone"
+    for part in ("primitives", "gp", "vit_space", "runners", "results"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    assert not (tmp_path / "shared").exists()
+    env = {k: v for k, v in os.environ.items() if k not in ("VIT_BENCH_101", "PYTHONPATH")}
+    env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "runners/rank.py", "--proxy", "params", "--split", "all",
+                          "--datasets", "c100", "--quiet", "--cache", str(tmp_path / "cache"),
+                          "--json", str(tmp_path / "rank.json")],
+                         cwd=repo, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "rank.json").read_text())
+    assert report["n"] == 100
+    assert round(report["proxies"]["params"]["datasets"]["c100_kd_acc"]["kendall"], 3) == 0.548

@@ -229,6 +229,8 @@ CASES = _data_cases() + [
     Case("rank-column-all-none-baseline", "rank",
          lambda c: ["--bench", str(c.inp.null_all), "--proxy", "grad_norm"],
          lambda c: [accuracies_message(c.inp.null_all)]),
+    Case("rank-scores-bad-extension", "rank", lambda c: ["--scores", str(c.tmp / "scores.txt")],
+         lambda c: [f"--scores {c.tmp / 'scores.txt'}: expected a file ending in .csv or .json"]),
     Case("rank-json-under-a-file", "rank", lambda c: ["--json", str(c.inp.plain_file / "r.json")],
          lambda c: [f"--json {c.inp.plain_file}: cannot create directory"]),
     Case("rank-json-is-a-directory", "rank", lambda c: ["--json", str(c.tmp), "--proxy", "params"],

@@ -328,7 +328,7 @@ def test_rank_runner(rank_runs, autoformer_bench):
     assert list(report["proxies"]) == ["params", PARAMS_TREE]
     records = autoformer_bench.records[:10]
     for name, entry in report["proxies"].items():
-        assert set(entry) == {"datasets", "jcm", "tied_pairs", "tied_share"}
+        assert set(entry) == {"datasets", "jcm", "tied_pairs", "tied_share", "jcm_interval", "ceiling_share"}
         assert list(entry["datasets"]) == list(COLUMNS)
         for dataset, column in zip(DATASETS, COLUMNS):
             corr = entry["datasets"][column]

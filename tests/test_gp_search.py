@@ -212,7 +212,8 @@ def test_outputs(reference, cli_common, tmp_path):
     assert {"formula", "space", "config", "search", "test"} <= set(best)
     assert best["space"] == "autoformer"
     for split in ("search", "test"):
-        assert set(best[split]) == {"jcm", "datasets", "tied_pairs", "tied_share"}
+        assert set(best[split]) == {"jcm", "datasets", "tied_pairs", "tied_share", "ceiling",
+                                    "ceiling_strict", "jcm_interval", "ceiling_share"}
         assert 0 <= best[split]["tied_share"] <= 1
         assert set(best[split]["datasets"]) == {COLUMN}
     assert best["config"]["pop"] == 6 and best["config"]["iters"] == 40

@@ -3,6 +3,7 @@
 malloc arena cap, the synthetic batch, and runners/extract.py."""
 import dataclasses
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -487,10 +488,25 @@ def test_damaged_stack_is_reported_and_rebuilt(stack_setup, tiny_cfg, damage):
 
 # ---------------------------------------------------------------- models on a device, memory
 
-WEIGHT_DIGESTS = {  # sha256 of the 32 px, 100-class models' state dicts, as built before models
-    "autoformer": "f27c38b6637a2b10dbd2c5ceddce8ed9",  # were built on their target device
-    "pit": "fc19335c44d463b9f96407c52ca9e138",
+WEIGHT_DIGESTS = {  # sha256 of the 32 px, 100-class models' state dicts: portable streams, so the
+    "autoformer": "661be609757b031f55add952273fb6d6",  # same on any CPU (for one numpy and scipy)
+    "pit": "a98dbb82a7bbd27cc34cd2791ec31c69",
 }
+CAPABILITY_PROBE = """
+import hashlib, json, sys
+from vit_space.models.builders import build_model
+for space, arch in json.loads(sys.argv[1]).items():
+    digest = hashlib.sha256()
+    for name, t in build_model(space, arch, 100, 32).state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    print(space, digest.hexdigest()[:32])
+from vit_space.data.batches import make_batch
+images, labels = make_batch("c100", 16, 224, 0)
+print("batch", hashlib.sha256(images.numpy().tobytes() + labels.numpy().tobytes()).hexdigest()[:32])
+"""
+BATCH_DIGEST = "6ffca7d2b8dac8214ac7b0d1f859136f"  # the default c100 batch (16 x 224 px, seed 0)
 
 
 def _weights_digest(model):
@@ -504,11 +520,26 @@ def _weights_digest(model):
 
 @pytest.mark.parametrize("space", ["autoformer", "pit"])
 def test_cpu_weights_unchanged(space, af_arch, pit_arch):
-    """Building on the target device changes nothing on the CPU: the same weights, bit for bit,
-    hence the same statistics and cached entries."""
+    """The default device and device="cpu" give the same weights, bit for bit, build after build
+    (hence the same statistics and cached entries), and they are the pinned portable ones."""
     arch = af_arch if space == "autoformer" else pit_arch
-    assert _weights_digest(build_model(space, arch, 100, IMG)) == WEIGHT_DIGESTS[space]
-    assert _weights_digest(build_model(space, arch, 100, IMG, device="cpu")) == WEIGHT_DIGESTS[space]
+    first = _weights_digest(build_model(space, arch, 100, IMG))
+    assert _weights_digest(build_model(space, arch, 100, IMG, device="cpu")) == first
+    assert first == WEIGHT_DIGESTS[space]
+
+
+def test_cpu_weights_do_not_depend_on_the_instruction_set(af_arch, pit_arch, tmp_path):
+    """torch's kernels for another CPU kind (ATEN_CPU_CAPABILITY stands in for one) draw the same
+    weights and synthetic batch: the pinned digests hold under default, avx2 and the machine's own
+    choice (torch's own randn / trunc_normal_ / kaiming_uniform_ differ between the first two)."""
+    archs = json.dumps({"autoformer": af_arch, "pit": pit_arch})
+    for capability in ("default", "avx2", None):
+        env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        out = subprocess.run([sys.executable, "-c", CAPABILITY_PROBE, archs], env=env, cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+        assert dict(zip(out[::2], out[1::2])) == {**WEIGHT_DIGESTS, "batch": BATCH_DIGEST}, capability
 
 
 @pytest.mark.parametrize("space", ["autoformer", "pit"])

@@ -287,3 +287,17 @@ def test_cold_extraction_bar_names_its_split(tiny_cfg, tmp_path, capsys):
     capsys.readouterr()
     assert fill_cache(StatsCache(tmp_path), items, tiny_cfg, 1, "sequential", label="search split") == 1
     assert "statistics (search split)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the presets in --help
+
+def test_evolve_help_shows_each_budgets_values(capsys):
+    """A newcomer sees the default run's P = 20 and T = 200 (and the large preset's) in --help."""
+    from runners import evolve
+    with pytest.raises(SystemExit) as exit_:
+        evolve.main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "population P (default from --budget: paper: 20, large: 50)" in text
+    assert "iterations T (default from --budget: paper: 200, large: 1000000)" in text
+    assert "(default: from --budget)" not in text

@@ -56,6 +56,17 @@ def make_setup(**options) -> DataSetup:
     return data_setup(SimpleNamespace(**{**DATA_DEFAULTS, **options}))
 
 
+def data_setups(args) -> list:
+    """One DataSetup per space of `--space a,b` (one tree searched on several spaces at once),
+    each with the same data options; a single space gives a list of one."""
+    spaces = [part.strip() for part in str(args.space).split(",")]
+    if len(spaces) != len(set(spaces)) or not all(spaces):
+        raise BadInput(f"--space {args.space}: expected one space or distinct spaces separated by commas")
+    if len(spaces) > 1 and args.bench:
+        raise BadInput(f"--bench {args.bench}: a bench file names one space (leave --bench out with --space {args.space})")
+    return [data_setup(SimpleNamespace(**{**vars(args), "space": space})) for space in spaces]
+
+
 def data_setup(args) -> DataSetup:
     bench = open_bench(args.space, args.bench, args.archs)
     datasets = parse_datasets(args.datasets, args.space)

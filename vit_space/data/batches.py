@@ -12,8 +12,10 @@ import hashlib
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
+from vit_space.core import portable_random
 from vit_space.core.errors import BadInput
 from vit_space.data.datasets import NUM_CLASSES, load_real_batch
 
@@ -23,11 +25,12 @@ def _seed_for(dataset: str, seed: int) -> int:
 
 
 def synthetic_batch(dataset: str, batch_size: int, img_size: int, seed: int):
-    """Gaussian images and uniform labels in [0, num_classes), identical for identical arguments."""
-    gen = torch.Generator().manual_seed(_seed_for(dataset, seed))
-    images = torch.randn(batch_size, 3, img_size, img_size, generator=gen)
-    labels = torch.randint(0, NUM_CLASSES[dataset], (batch_size,), generator=gen)
-    return images, labels
+    """Gaussian images and uniform labels in [0, num_classes), identical for identical arguments
+    on any CPU (portable streams: torch's randn gives other bits under another instruction set)."""
+    seed = _seed_for(dataset, seed)
+    images = portable_random.normal(portable_random.generator(seed, "images"), (batch_size, 3, img_size, img_size))
+    labels = portable_random.generator(seed, "labels").integers(0, NUM_CLASSES[dataset], batch_size)
+    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
 
 def make_batch(dataset: str, batch_size: int, img_size: int, seed: int,

@@ -18,6 +18,7 @@ from vit_space.core.errors import BadInput
 from vit_space.data.spaces import get_space
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGED_BENCH = Path(__file__).resolve().parent / "bench"  # installed as package data
 DATASETS = ("c100", "flowers", "chaoyang", "imagenet")
 _COLUMN_PREFIX = {"c100": "c100", "flowers": "flower", "chaoyang": "chaoyang"}
 SPACE_COLUMNS = {
@@ -92,16 +93,16 @@ class Bench:
 
 
 def find_bench(space: str, bench: Optional[str] = None) -> Path:
-    """The bench file for `space`: --bench PATH (file or directory), else $VIT_BENCH_101, else
-    data/vit_bench_101/, else ../shared/vit_bench_101/ (relative to the repository root)."""
+    """The bench file for `space`: --bench PATH (file or directory), else $VIT_BENCH_101, else the
+    copy packaged with vit_space (PACKAGED_BENCH, the authors' files converted one to one)."""
     get_space(space)
     if bench:
         candidates, origin = [Path(bench)], f"--bench {bench}"
     elif os.environ.get("VIT_BENCH_101"):
         candidates, origin = [Path(os.environ["VIT_BENCH_101"])], f"$VIT_BENCH_101={os.environ['VIT_BENCH_101']}"
     else:
-        candidates = [REPO_ROOT / "data" / "vit_bench_101", REPO_ROOT.parent / "shared" / "vit_bench_101"]
-        origin = "data/vit_bench_101/ or ../shared/vit_bench_101/ (give --bench PATH or set $VIT_BENCH_101)"
+        candidates = [PACKAGED_BENCH]
+        origin = f"the packaged bench {PACKAGED_BENCH} (give --bench PATH or set $VIT_BENCH_101)"
     for place in candidates:
         if place.is_file():
             return place

@@ -3,9 +3,10 @@
 One plain builder function per space, registered by name (as timm does), so `build_model` holds no
 if-chain. Initialisation is seeded from the arch record: the same arch gets the same weights on
 every data set and in every run, which makes cached statistics and proxy scores reproducible.
-Parameters are created directly on the target device, from that device's random stream: on the
-CPU the weights are those of earlier versions bit for bit, on CUDA they differ (another generator)
-but are just as deterministic per arch.
+On the CPU every parameter is drawn from its own portable stream (vit_space.core.portable_random,
+keyed by the arch's seed and the parameter's name): the same bits on any CPU, whatever instruction
+set torch's kernels use. On another device the parameters are created there, from that device's
+random stream (timm's initialisers): deterministic per arch, but other weights than the CPU's.
 
 timm is imported when a model is first built, not with this module: it takes seconds (it pulls in
 torchvision), and a run whose statistics are all cached builds no model.
@@ -13,11 +14,14 @@ torchvision), and a run whose statistics are all cached builds no model.
 from __future__ import annotations
 
 import contextlib
+import math
 from functools import partial
 
+import numpy as np
 import torch
 from torch import nn
 
+from vit_space.core import portable_random
 from vit_space.data.spaces import arch_seed, get_space
 
 MODEL_BUILDERS = {}
@@ -93,6 +97,55 @@ def _seeded_init(model: nn.Module, seed: int) -> None:
             trunc_normal_(param, std=0.02)
 
 
+def _trunc_normal(module, rng, shape):
+    return portable_random.trunc_normal(rng, shape, std=0.02)
+
+
+def _zeros(module, rng, shape):
+    return np.zeros(shape, np.float32)
+
+
+def _ones(module, rng, shape):
+    return np.ones(shape, np.float32)
+
+
+def _conv_uniform(module, rng, shape):
+    """PyTorch's default Conv2d draw (kaiming_uniform with a = sqrt(5), and the bias alike):
+    uniform within 1 / sqrt(fan_in) of the weight."""
+    bound = 1.0 / math.sqrt(math.prod(module.weight.shape[1:]))
+    return portable_random.uniform(rng, shape, -bound, bound)
+
+
+# module type -> {parameter name: (module, generator, shape) -> float32 array}
+PORTABLE_INIT = {
+    nn.Linear: {"weight": _trunc_normal, "bias": _zeros},
+    nn.LayerNorm: {"weight": _ones, "bias": _zeros},
+    nn.Conv2d: {"weight": _conv_uniform, "bias": _conv_uniform},
+}
+EMBEDDINGS = {"pos_embed", "cls_token"}  # trunc-normal 0.02, as timm initialises them
+
+
+def portable_init(model: nn.Module, seed: int) -> None:
+    """Every parameter from its own stream of (seed, name), CPU-independent bit for bit; the
+    distributions are timm's (trunc-normal 0.02 linears and embeddings, zero biases, unit norms,
+    PyTorch's default convolutions). A parameter of an unknown kind is an error, not left as the
+    constructor drew it (that draw would again depend on the CPU)."""
+    done = set()
+    for prefix, module in model.named_modules():
+        for name, param in module.named_parameters(recurse=False):
+            full = f"{prefix}.{name}" if prefix else name
+            rule = PORTABLE_INIT.get(type(module), {}).get(name)
+            if rule is None and name in EMBEDDINGS:
+                rule = _trunc_normal
+            if rule is not None:
+                param.copy_(torch.from_numpy(rule(module, portable_random.generator(seed, full),
+                                                  tuple(param.shape))))
+                done.add(full)
+    missing = [name for name, _ in model.named_parameters() if name not in done]
+    if missing:
+        raise TypeError(f"no portable initialisation for parameter(s) {', '.join(missing[:5])}")
+
+
 def _on_device(device: torch.device):
     """Factory functions create tensors on `device` (the CPU needs no context: left as it was)."""
     return contextlib.nullcontext() if device.type == "cpu" else device
@@ -118,7 +171,10 @@ def build_model(space: str, arch: dict, num_classes: int, img_size: int = 224,
         torch.manual_seed(seed)
         model = MODEL_BUILDERS[space](arch, num_classes, img_size)
         with torch.no_grad():
-            _seeded_init(model, seed)
+            if device.type == "cpu":
+                portable_init(model, seed)
+            else:  # a device's own generator, as timm draws (CUDA: its own stream)
+                _seeded_init(model, seed)
     return model
 
 

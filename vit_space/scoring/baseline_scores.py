@@ -23,7 +23,7 @@ from vit_space.models.costs import ANALYTIC_BASELINES, arch_cost
 from vit_space.scoring.baselines import score_baselines
 from vit_space.stats.parallel import release_freed_memory, run_parallel
 
-SCORES_VERSION = 1
+SCORES_VERSION = 2  # 2: CPU weights and batch from portable streams (as STATS_VERSION)
 
 
 def _score_path(root: Path, name: str, space: str, arch: dict, dataset: str, cfg, scope: str,

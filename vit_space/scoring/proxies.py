@@ -1,7 +1,9 @@
 """What a proxy name means: a direct baseline, a discovered proxy shipped in results/, or a formula.
 
 Discovered proxies are the `results/<name>.json` files written from a search's best.json; each is
-usable by its file name (e.g. `autoprox-autoformer`) wherever a proxy is accepted.
+usable by its file name (e.g. `autoprox-autoformer`) wherever a proxy is accepted. A file whose
+`members` lists proxies (formulas or baseline names) is an ensemble: the rank-average of its
+members (vit_space.scoring.ensemble).
 """
 from __future__ import annotations
 
@@ -30,28 +32,55 @@ BASELINE_TREES = {
 }
 
 
-def discovered_proxies() -> dict:
-    """name -> formula of the proxies shipped under results/."""
-    found = {}
+def _results():
+    """(name, data) of each readable results/<name>.json holding an object."""
     for path in sorted(RESULTS_DIR.glob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and isinstance(data.get("formula"), str):
-            found[path.stem] = data["formula"]
-    return found
+        if isinstance(data, dict):
+            yield path.stem, data
+
+
+def discovered_proxies() -> dict:
+    """name -> formula of the single-tree proxies shipped under results/."""
+    return {name: data["formula"] for name, data in _results() if isinstance(data.get("formula"), str)}
+
+
+def discovered_ensembles() -> dict:
+    """name -> member list of the ensembles shipped under results/."""
+    return {name: tuple(data["members"]) for name, data in _results()
+            if isinstance(data.get("members"), list) and data["members"]
+            and all(isinstance(m, str) for m in data["members"])}
 
 
 @dataclass
 class Proxy:
     name: str
-    formula: Optional[str]  # None for a direct baseline
-    kind: str  # "baseline" | "discovered" | "formula"
+    formula: Optional[str]  # None for a direct baseline and for an ensemble
+    kind: str  # "baseline" | "discovered" | "formula" | "ensemble"
+    members: tuple = ()  # an ensemble's member proxies, as names or formulas
 
     @property
     def tree(self):
         return parse_formula(self.formula, vit_primitive_set())
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.kind == "ensemble"
+
+
+def ensemble_proxy(members, name: Optional[str] = None) -> Proxy:
+    """An ensemble of MEMBERS (baseline names or formulas, each checked), named NAME or
+    `ensemble(m1; m2; ...)`."""
+    members = tuple(members)
+    if not members:
+        raise BadInput("an ensemble needs at least one member")
+    for member in members:
+        if resolve_proxy(member).is_ensemble:
+            raise BadInput(f"ensemble member {member}: expected a baseline or a formula, not an ensemble")
+    return Proxy(name or f"ensemble({'; '.join(members)})", None, "ensemble", members)
 
 
 def unknown_name(text: str, names: list) -> BadInput:
@@ -67,7 +96,10 @@ def resolve_proxy(text: str) -> Proxy:
     discovered = discovered_proxies()
     if text in discovered:
         return Proxy(text, discovered[text], "discovered")
-    names = list(BASELINES) + list(discovered)
+    ensembles = discovered_ensembles()
+    if text in ensembles:
+        return ensemble_proxy(ensembles[text], text)
+    names = list(BASELINES) + list(discovered) + list(ensembles)
     # a bare name (discovered names hold '-'), unless it is a Scalar terminal, a formula by itself
     if _NAME.fullmatch(text) and text not in ("msa_numel", "mlp_numel"):
         raise unknown_name(text, names)
@@ -85,5 +117,6 @@ def resolve_proxies(text: str) -> list:
     semicolon-separated list."""
     if text == "all":
         return [Proxy(n, None, "baseline") for n in BASELINES] + \
-               [Proxy(n, f, "discovered") for n, f in discovered_proxies().items()]
+               [Proxy(n, f, "discovered") for n, f in discovered_proxies().items()] + \
+               [ensemble_proxy(m, n) for n, m in discovered_ensembles().items()]
     return [resolve_proxy(part.strip()) for part in text.split(";") if part.strip()]

@@ -20,6 +20,9 @@ from vit_space.data.spaces import arch_key
 from vit_space.models.builders import build_model, transformer_blocks
 from vit_space.models.costs import ANALYTIC_BASELINES, arch_cost, meta_model
 from vit_space.scoring.baselines import BASELINES
+from vit_space.scoring.ensemble import reference_ranks
+from vit_space.scoring.proxies import resolve_proxy
+from vit_space.scoring.ranking import proxy_scores
 from vit_space.scoring.table import StatsTable
 from vit_space.search.genes import plain
 from vit_space.stats.cache import StatsCache
@@ -29,11 +32,14 @@ from vit_space.stats.statistics import TENSOR_FIELDS, StatsConfig, extract_stats
 STRUCTURE_TERMINALS = frozenset({"msa_numel", "mlp_numel", "one"})
 # weights and identities of their row counts: no batch needed (eye_msa_a is sized by activations)
 WEIGHT_TERMINALS = STRUCTURE_TERMINALS | {"msa_w", "mlp_w", "eye_msa_w", "eye_mlp_w"}
+NEEDS_ORDER = ("cost", "structure", "weights", "data")  # cheapest first
 
 
 def proxy_needs(proxy) -> str:
     """What scoring PROXY on a new arch takes: "cost" (the analytic count), "structure" (module
     sizes of a meta-device model), "weights" (a built model) or "data" (the batch through it)."""
+    if proxy.is_ensemble:  # what its neediest member takes
+        return max((proxy_needs(resolve_proxy(m)) for m in proxy.members), key=NEEDS_ORDER.index)
     if proxy.formula is None:
         if proxy.name in ANALYTIC_BASELINES:
             return "cost"
@@ -123,8 +129,11 @@ class ArchScorer:
         return self.candidate.needs
 
     @classmethod
-    def from_setup(cls, proxy, setup, aggregate: str = "sum", keep_stats: bool = False) -> "ArchScorer":
-        """Scores on the first data set of the run's --datasets, with the run's --jobs."""
+    def from_setup(cls, proxy, setup, aggregate: str = "sum", keep_stats: bool = False):
+        """Scores on the first data set of the run's --datasets, with the run's --jobs (an
+        ensemble: an EnsembleScorer over the run's bench)."""
+        if proxy.is_ensemble:
+            return EnsembleScorer(proxy, setup, aggregate, keep_stats)
         return cls(proxy, setup.bench.space, setup.cfg, setup.cache, setup.datasets[0], setup.device,
                    aggregate, keep_stats, setup.n_jobs, setup.backend, setup.scheduler, setup.progress)
 
@@ -149,6 +158,40 @@ class ArchScorer:
                                   self.progress and not analytic)
             self.memo.update(zip(todo, values))
         return [self.memo[arch_key(arch)] for arch in archs]
+
+
+class EnsembleScorer:
+    """An ensemble's score of any arch, one arch at a time: the mean over its members of the
+    arch's rank among the bench's archs under that member (reference_ranks). Over the bench's
+    own archs this orders them as the ensemble's rank-average does; a new arch gets the ranks it
+    would have among them. The members' bench scores are computed once (cached statistics)."""
+
+    def __init__(self, proxy, setup, aggregate: str = "sum", keep_stats: bool = False):
+        self.proxy, self.space, self.dataset = proxy, setup.bench.space, setup.datasets[0]
+        members = [resolve_proxy(m) for m in proxy.members]
+        self.members = [ArchScorer.from_setup(m, setup, aggregate, keep_stats) for m in members]
+        column = column_for(self.dataset, setup.acc, self.space)
+        bench = proxy_scores(setup, members, list(range(len(setup.bench))), aggregate)
+        self.reference = [np.asarray(bench[m.name][column], dtype=np.float64) for m in members]
+        self.memo: dict = {}
+
+    @property
+    def needs(self) -> str:
+        return max((m.needs for m in self.members), key=NEEDS_ORDER.index)
+
+    def many(self, archs: list, desc: str = "score candidates") -> list:
+        ranks = [reference_ranks(m.many(archs, f"{desc}, member {i + 1}/{len(self.members)}"), ref)
+                 for i, (m, ref) in enumerate(zip(self.members, self.reference))]
+        values = np.mean(ranks, axis=0)
+        for arch, value in zip(archs, values):
+            self.memo[arch_key(arch)] = float(value)
+        return [float(v) for v in values]
+
+    def __call__(self, arch: dict) -> float:
+        key = arch_key(arch)
+        if key not in self.memo:
+            self.many([arch])
+        return self.memo[key]
 
 
 def score_all(score: Callable, archs: list, desc: str = "score candidates") -> list:

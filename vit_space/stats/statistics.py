@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from vit_space.data.spaces import arch_key, arch_seed
 from vit_space.models.builders import build_model, transformer_blocks
 
-STATS_VERSION = 1
+# 2: CPU weights and the synthetic batch from portable streams (the same bits on any CPU)
+STATS_VERSION = 2
 TENSOR_FIELDS = ("msa_w", "msa_g", "mlp_w", "mlp_g", "msa_a", "msa_ga", "mlp_a", "mlp_ga")
 SCALAR_FIELDS = ("msa_numel", "mlp_numel")
 

@@ -1,0 +1,277 @@
+"""StatsTable evaluates a group a chunk of units at a time on the CPU (issue 21): the scores must be
+those of one call on the whole group, for every primitive, random trees of both spaces, Grams,
+matmul and logdet, any chunk size, invalid units and memo hits. (Bit for bit on one thread, as
+these tests run; REL allows for a summation order that changes with the chunk.)"""
+
+import copy
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from primitives import Scalar, display_name, generate_tree, parse_formula
+from vit_space.scoring import table as table_module
+from vit_space.scoring.table import CHUNK_BYTES, StatsTable
+from vit_space.stats.statistics import TENSOR_FIELDS
+from vit_space.stats.terminals import Activation, MlpWeight, MsaWeight, vit_primitive_set
+
+WHOLE = 10**9  # more units than any group: the unchunked path
+CHUNKS = (1, 7, WHOLE)
+REL = 1e-6  # where an op's summation order could change with the chunk (none seen on one thread)
+ARCHS = {"autoformer": 2, "pit": 2}
+DATASETS = ("c100", "flowers")
+
+
+def pset():
+    return vit_primitive_set()
+
+
+def tree(text):
+    return parse_formula(text, pset())
+
+
+@pytest.fixture(scope="module")
+def items(autoformer_bench, pit_bench, tiny_cfg, session_cache):
+    """space -> per-item statistics of a few archs on two data sets (32 px, cached per session)."""
+    benches = {"autoformer": autoformer_bench, "pit": pit_bench}
+    return {space: [session_cache.get(space, r["arch"], d, tiny_cfg)
+                    for r in benches[space].records[:n] for d in DATASETS]
+            for space, n in ARCHS.items()}
+
+
+def by_chunk_size(stats):
+    """{chunk size: table}, the tables sharing one stack of `stats`."""
+    base = StatsTable(stats)
+    return {units: base.variant(units) for units in CHUNKS}
+
+
+@pytest.fixture(scope="module")
+def tables(items):
+    return {space: by_chunk_size(stats) for space, stats in items.items()}
+
+
+@pytest.fixture(scope="module")
+def small_tables(items):
+    """On the first data set alone: half the units, for the test that runs every primitive."""
+    return {space: by_chunk_size(stats[::len(DATASETS)]) for space, stats in items.items()}
+
+
+def assert_agree(whole, chunked, what=""):
+    """Same NaN pattern; finite scores equal bit for bit or within REL."""
+    assert whole.shape == chunked.shape, what
+    np.testing.assert_array_equal(np.isnan(whole), np.isnan(chunked), err_msg=what)
+    finite = np.isfinite(whole)
+    np.testing.assert_allclose(chunked[finite], whole[finite], rtol=REL, atol=0, err_msg=what)
+
+
+def assert_chunkings_agree(by_chunk, t):
+    whole = by_chunk[WHOLE].scores(t)
+    for units in CHUNKS[:-1]:
+        assert_agree(whole, by_chunk[units].scores(t), f"{t} in chunks of {units}")
+    return whole
+
+
+def test_groups_are_split_into_chunks(tables, monkeypatch):
+    """The fixtures chunk for real: a tree is evaluated once per chunk of each group, and chunks
+    of 7 split groups, leaving a shorter last chunk (of one unit somewhere), so that the other
+    tests compare two different paths."""
+    last_chunks = set()
+    for by_chunk in tables.values():
+        sizes = [len(owner) for _, owner in by_chunk[7].groups]
+        assert any(n > 7 for n in sizes) and any(n % 7 for n in sizes) and max(sizes) < WHOLE
+        last_chunks |= {n % 7 for n in sizes if n > 7}
+        calls = []
+        real = table_module.evaluate_tree
+        monkeypatch.setattr(table_module, "evaluate_tree", lambda *a: calls.append(1) or real(*a))
+        by_chunk[7].scores(tree("frobenius(msa_w)"))
+        assert len(calls) == sum(math.ceil(n / 7) for n in sizes)
+        calls.clear()
+        by_chunk[WHOLE].scores(tree("frobenius(msa_w)"))
+        assert len(calls) == len(sizes)
+        monkeypatch.undo()
+    assert 1 in last_chunks
+
+
+# --- every primitive ------------------------------------------------------------------------
+
+ARGS = {Scalar: ("std(msa_g)", "msa_numel"), MsaWeight: ("msa_g", "msa_w"),
+        MlpWeight: ("mlp_w", "mlp_g"), Activation: ("mlp_ga", "msa_a")}
+GRAM_ARGS = {"MsaWeightGram": ("gram(msa_w)", "gram(msa_g)"),
+             "MlpWeightGram": ("gram(mlp_g)", "gram(mlp_w)"),
+             "ActivationGram": ("gram(msa_a)", "gram(mlp_ga)")}
+
+
+def _arg(typ, i):
+    return ARGS[typ][i] if typ in ARGS else GRAM_ARGS[typ.__name__][i]
+
+
+def primitive_formulas():
+    """One Scalar formula per primitive of the ViT set: the primitive on terminals (or Grams) of
+    its argument types, a tensor result read through frobenius, which changes if an op mixed the
+    units (a normalisation over the whole group, say)."""
+    out = []
+    for ret, prims in pset().primitives.items():
+        for prim in prims:
+            call = f"{display_name(prim)}({', '.join(_arg(t, i) for i, t in enumerate(prim.args))})"
+            out.append(call if ret is Scalar else f"frobenius({call})")
+    return out
+
+
+def test_primitive_formulas_cover_the_set():
+    formulas = primitive_formulas()
+    assert len(formulas) == sum(len(p) for p in pset().primitives.values()) > 100
+    for text in formulas:
+        assert tree(text)[0].ret is Scalar
+
+
+@pytest.mark.parametrize("space", ARCHS)
+def test_every_primitive_agrees_chunked_and_whole(small_tables, space):
+    assert any(len(owner) > 7 for _, owner in small_tables[space][7].groups)
+    finite = 0
+    for text in primitive_formulas():
+        whole = assert_chunkings_agree(small_tables[space], tree(text))
+        finite += bool(np.isfinite(whole).all())
+    assert finite > 0.9 * len(primitive_formulas())  # the comparisons are mostly of numbers
+
+
+# --- random trees, Grams, matmul, logdet -----------------------------------------------------
+
+@pytest.mark.parametrize("space, seed", [("autoformer", 0), ("pit", 1)])
+def test_random_trees_agree_chunked_and_whole(tables, space, seed):
+    rng = random.Random(seed)
+    trees = [generate_tree(pset(), 2, 5, rng) for _ in range(30)]
+    valid = sum(bool(np.isfinite(assert_chunkings_agree(tables[space], t)).any()) for t in trees)
+    assert valid >= 15
+
+
+LINEAR_ALGEBRA = (
+    "logdet_gram(msa_w)",
+    "logdet_gram(matmul(gram(msa_a), msa_ga))",
+    "nuclear(matmul(gram(mlp_w), gram(mlp_g)))",
+    "add(logdet_gram(gram(mlp_a)), nuclear(matmul(gram(msa_g), msa_w)))",
+    "frobenius(matmul(matmul(gram(mlp_ga), gram(mlp_a)), zscore(mlp_a)))",
+    "div(logdet_gram(matmul(eye_msa_w, msa_g)), sqrt(nuclear(softmax(gram(msa_a)))))",
+)
+
+
+@pytest.mark.parametrize("space", ARCHS)
+def test_grams_matmul_logdet_agree(tables, space):
+    for text in LINEAR_ALGEBRA:
+        whole = assert_chunkings_agree(tables[space], tree(text))
+        assert np.isfinite(whole).all(), text
+
+
+@pytest.mark.parametrize("space", ARCHS)
+def test_trees_of_constants_agree(tables, space):
+    """Trees that read no statistic (a chunk then slices only what sizes the constants)."""
+    for text in ("sqrt(one)", "add(one, frobenius(eye_msa_a))",
+                 "logdet_gram(matmul(eye_mlp_w, eye_mlp_w))"):
+        whole = assert_chunkings_agree(tables[space], tree(text))
+        assert np.isfinite(whole).all() and len(np.unique(whole)) > 1, text  # per-item block counts
+
+
+def test_a_primitive_that_mixes_units_is_caught(tables, monkeypatch):
+    """The comparison can fail: an op that normalised over all units (not one) gives other
+    scores in chunks, and assert_agree says so."""
+    context = pset().context
+    monkeypatch.setitem(context, "zscore:MsaWeight", lambda x: (x - x.mean()) / x.std())
+    by_chunk = {units: t.variant(units) for units, t in tables["autoformer"].items()}  # fresh memos
+    t = tree("frobenius(zscore(msa_w))")
+    with pytest.raises(AssertionError):
+        assert_agree(by_chunk[WHOLE].scores(t), by_chunk[7].scores(t))
+
+
+# --- invalid units ---------------------------------------------------------------------------
+
+def _poisoned(stats):
+    """Copies with huge (finite) gradients in one block of item 0, a NaN in one block of item 1
+    and an inf in one block of item 3."""
+    out = copy.deepcopy(stats)
+    out[0]["blocks"][1]["msa_g"][0] = 1e20  # finite, but its square overflows float32
+    out[1]["blocks"][2]["msa_w"][0, 0] = np.nan
+    out[3]["blocks"][0]["mlp_a"][..., -1] = np.inf
+    return out
+
+
+INVALID = {  # tree -> the items it is invalid on
+    "frobenius(msa_w)": {1}, "nuclear(msa_w)": {1}, "logdet_gram(gram(msa_w))": {1},
+    "l1(softmax(mlp_a))": {3}, "nuclear(matmul(gram(mlp_a), mlp_ga))": {3},
+    "sum(square(msa_g))": {0}, "add(frobenius(mlp_w), mean(msa_a))": set(),
+}
+
+
+@pytest.mark.parametrize("space", ARCHS)
+def test_invalid_units_stay_nan_in_either_path(items, space):
+    base = StatsTable(_poisoned(items[space]))
+    by_chunk = {units: base.variant(units) for units in CHUNKS}
+    for text, invalid in INVALID.items():
+        whole = assert_chunkings_agree(by_chunk, tree(text))
+        assert set(np.flatnonzero(np.isnan(whole))) == invalid, text
+        assert np.isfinite(np.delete(whole, list(invalid))).all(), text
+
+
+# --- the memo ----------------------------------------------------------------------------------
+
+def test_memo_holds_whole_groups_and_repeats_exactly(items):
+    t = tree("add(mean_abs(mul(msa_w, msa_g)), frobenius(matmul(gram(mlp_ga), msa_a)))")
+    whole = StatsTable(items["autoformer"], chunk_units=WHOLE).scores(t)
+    chunked = StatsTable(items["autoformer"], chunk_units=7)
+    first = chunked.scores(t)
+    assert_agree(whole, first)
+    np.testing.assert_array_equal(chunked.scores(t), first)  # the second call reads the memo
+    for (_, owner), memo in zip(chunked.groups, chunked.memos):
+        assert {"mean_abs(mul(msa_w, msa_g))", str(t)} <= set(memo)
+        assert "mul(msa_w, msa_g)" not in memo and "gram(mlp_ga)" not in memo
+        assert all(v.shape == owner.shape for v in memo.values())  # whole-group vectors
+    # what a hit returns is the memo's own (whole-group) vector, sliced chunk by chunk
+    for memo in chunked.memos:
+        key = str(t)
+        memo[key] = torch.arange(len(memo[key]), dtype=memo[key].dtype)
+    expect = np.zeros(chunked.n_items)
+    for _, owner in chunked.groups:
+        np.add.at(expect, owner.numpy(), np.arange(len(owner)))
+    np.testing.assert_array_equal(chunked.scores(t), expect)
+
+
+def test_memo_hit_on_a_shared_subtree(items):
+    """A tree that reuses a memoised subtree, in chunks, equals a fresh unchunked evaluation."""
+    chunked = StatsTable(items["pit"], chunk_units=7)
+    chunked.scores(tree("logdet_gram(gram(mlp_g))"))
+    other = tree("sub(logdet_gram(gram(mlp_g)), exp(neg(std(msa_a))))")
+    fresh = StatsTable(items["pit"], chunk_units=WHOLE).scores(other)
+    assert_agree(fresh, chunked.scores(other))
+    np.testing.assert_array_equal(chunked.scores(other), chunked.scores(other))
+
+
+# --- the chunk size rule ----------------------------------------------------------------------
+
+def test_chunk_size_rule(items):
+    table = StatsTable(items["autoformer"])
+    assert torch.get_num_threads() == 1  # conftest
+    for inputs, _ in table.groups:
+        units = len(next(iter(inputs.values())))
+        per_unit = max(v[0].numel() * v.element_size() for v in inputs.values())
+        assert table.units_per_chunk(inputs) == max(1, CHUNK_BYTES // per_unit)
+        meta = {f: v.to("meta") for f, v in inputs.items()}  # any device but the CPU: whole groups
+        assert table.units_per_chunk(meta) == units
+        torch.set_num_threads(2)  # several threads: whole groups too
+        try:
+            assert table.units_per_chunk(inputs) == units
+        finally:
+            torch.set_num_threads(1)
+    assert StatsTable(items["autoformer"], chunk_units=3).units_per_chunk(table.groups[0][0]) == 3
+    for bad in (0, -2):
+        with pytest.raises(ValueError):
+            StatsTable(items["autoformer"], chunk_units=bad)
+
+
+def test_chunk_size_from_the_largest_statistic():
+    """Blocks whose largest statistic is 1 MiB a unit: CHUNK_BYTES / 1 MiB units per chunk."""
+    block = {f: np.zeros((2, 4), np.float32) for f in TENSOR_FIELDS}
+    block["mlp_ga"] = np.ones((2, 16, 8192), np.float32)  # 1 MiB
+    block.update(msa_numel=1.0, mlp_numel=1.0)
+    table = StatsTable([{"blocks": [block] * 3}, {"blocks": [block] * 20}])
+    assert table.units_per_chunk(table.groups[0][0]) == CHUNK_BYTES // 2**20 < 23
+    assert table.scores(tree("l1(mlp_ga)")).tolist() == [3 * 2**18, 20 * 2**18]  # in chunks of 4

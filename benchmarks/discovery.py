@@ -51,6 +51,7 @@ SHIP_SPLIT, SHIP_METHOD = 0, "large"  # the shipped proxy: what the protocol pic
 # per-sample gradients: ~21 s and ~9 s of ~60 s an arch at 224 px, measured beside other jobs)
 BASELINES = ("params", "flops", "grad_norm", "snip", "fisher", "synflow", "jacob_cov", "nwot", "dss")
 METHODS = SEARCHES + ("baselines",)
+RULE_WORDS = {"cv": "cross-validated choice", "ensemble": "ensemble of the hall of fame's best"}
 ENSEMBLE_SIZE = 5  # members of the ensemble method's answer, fixed before any of its rows
 
 
@@ -313,25 +314,30 @@ def table(rows: list, space: str, ceilings: dict = None) -> str:
         lines.append(f"on the {len(common)} split(s) where every search finished "
                      f"({', '.join(map(str, common))}), mean test JCM: {', '.join(means)}")
     labels = {"large": "large (b)", "random": "random search (c)", "paper": "paper budget (a)",
-              "baseline": "each split's best baseline"}
+              "ensemble": "ensemble (paper budget, --choose ensemble)", "baseline": "each split's best baseline"}
     test_of["baseline"] = test_jcms(rows, "baseline")
     # (b) against the control and Algorithm 1, Algorithm 1 against the control, and both (b) and
     # the control against the baselines: if random search beats them too, the lead is not evolution's
     for a, b in (("large", "random"), ("large", "paper"), ("paper", "random"),
-                 ("large", "baseline"), ("random", "baseline")):
+                 ("large", "baseline"), ("random", "baseline"),
+                 ("ensemble", "paper"), ("ensemble", "large"), ("ensemble", "random"), ("ensemble", "baseline")):
         if test_of.get(a) and test_of.get(b):
             wins, n, p = _paired(test_of[a], test_of[b])
             lines.append(f"{labels[a]} vs {labels[b]}: {wins}/{n} paired wins, Wilcoxon p = {_p_text(p)}")
     # each search reports both final rules (its answer and the one beside it): which generalises?
     for method in searches:
-        rule = {"cv": {}, "best": {}}
+        # the rule a search answers with against the one it reports beside (best <-> cv; an
+        # ensemble's beside is the best JCM)
+        rules = [r["choice"] for r in by_method[method].values()]
+        first = "ensemble" if "ensemble" in rules else "cv"
+        rule = {first: {}, "best": {}}
         for split, r in by_method[method].items():
-            other = "best" if r["choice"] == "cv" else "cv"
+            other = "cv" if r["choice"] == "best" else "best"
             rule[r["choice"]][split], rule[other][split] = r["test_jcm"], r["beside_test_jcm"]
-        wins, n, p = _paired(rule["cv"], rule["best"])
-        same = sum(rule["cv"][split] == rule["best"][split] for split in rule["cv"])
-        cv, best = (statistics.fmean(rule[k].values()) for k in ("cv", "best"))
-        lines.append(f"{labels[method]}, cross-validated choice vs best search JCM of the same run: "
+        wins, n, p = _paired(rule[first], rule["best"])
+        same = sum(rule[first][split] == rule["best"][split] for split in rule[first])
+        cv, best = (statistics.fmean(rule[k].values()) for k in (first, "best"))
+        lines.append(f"{labels[method]}, {RULE_WORDS[first]} vs best search JCM of the same run: "
                      f"{wins}/{n} paired wins ({same} tied), mean test JCM {cv:.3f} vs {best:.3f}, "
                      f"Wilcoxon p = {_p_text(p)}")
     if ceilings:

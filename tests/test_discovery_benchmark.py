@@ -34,7 +34,7 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     discovery.main(argv)
     path = tmp_path / "results" / "discovery-autoformer.json"
     rows = json.loads(path.read_text())["rows"]
-    methods = ["paper", "large", "random", *discovery.BASELINES]
+    methods = ["paper", "large", "random", "ensemble", *discovery.BASELINES]
     assert sorted((r["split_seed"], r["method"]) for r in rows) == sorted(
         (s, m) for s in (0, 1) for m in methods)
     by = {(r["split_seed"], r["method"]): r for r in rows}
@@ -62,6 +62,9 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
         assert f"{label} vs each split's best baseline: " in out
     for label in ("paper budget (a)", "large (b)", "random search (c)"):  # both final rules
         assert f"{label}, cross-validated choice vs best search JCM of the same run: " in out
+    assert ("ensemble (paper budget, --choose ensemble), ensemble of the hall of fame's best vs best "
+            "search JCM of the same run: ") in out
+    assert by[0, "ensemble"]["formula"] is None and len(by[0, "ensemble"]["members"]) >= 1
     assert "on the 2 split(s) where every search finished (0, 1), mean test JCM: paper " in out
     # --ship: the split-0 large run's answer, never a test-part pick, with the protocol's figures
     discovery.main(argv + ["--ship"])

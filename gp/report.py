@@ -22,6 +22,21 @@ def part_line(name: str, part) -> str:
     return f"{name:6s} JCM {part['jcm']:.4f}  tied pairs {part['tied_share']:.3f}  (Kendall {per}){joint}"
 
 
+def ceiling_lines(result: dict) -> list:
+    """After the result: each part's JCM with its 95% bootstrap interval, and the part's ceiling
+    (the best one score per arch can do there) with the JCM's share of it."""
+    lines = []
+    for name in ("search", "test"):
+        part = result.get(name) if result.get("finished") else None
+        if part and part.get("jcm_interval"):
+            low, high = part["jcm_interval"]
+            share = part["ceiling_share"]
+            lines.append(f"{name:6s} JCM {part['jcm']:.4f}, 95% interval [{low:.4f}, {high:.4f}]; ceiling "
+                         f"{part['ceiling']:.4f} (without ties {part['ceiling_strict']:.4f}), share "
+                         + (f"{share:.3f}" if share is not None else "n/a"))
+    return lines
+
+
 def format_result(result: dict, out: Path) -> str:
     if not result["finished"]:
         return f"stopped at iteration {result['iteration']}; continue with --resume"
@@ -32,4 +47,4 @@ def format_result(result: dict, out: Path) -> str:
              part_line("search", result["search"]), part_line("test", result["test"]),
              f"beside it ({RULES[beside['rule']]}): {answer_text(beside)}  {jcms}",
              f"written: {out / 'best.json'}, {out / 'history.json'}, {out / 'jcm.png'}, {out / 'pareto.json'}"]
-    return "\n".join(lines)
+    return "\n".join(lines + ceiling_lines(result))

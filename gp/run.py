@@ -97,6 +97,7 @@ def evolve(s, config: SearchConfig, out: Path, resume: bool = False,
     fit of a procedure already judged on held-out splits). `toolbox_hook(toolbox)` may
     re-register operators (ablations) before the run."""
     setups = list(s) if isinstance(s, (list, tuple)) else [s]
+    s = setups[0] if len(setups) == 1 else setups  # one space: its own identity, as before
     if search_part not in SEARCH_PARTS:
         raise ValueError(f"search_part {search_part!r}: expected one of {SEARCH_PARTS}")
     pset = vit_primitive_set()
@@ -104,8 +105,8 @@ def evolve(s, config: SearchConfig, out: Path, resume: bool = False,
     if resume:  # a missing, damaged or foreign checkpoint fails before any extraction
         Search.load_resumable(out / "checkpoint.json", identity)
     search_name = "all" if search_part == "all" else "search"
-    for one in setups:  # the test part is scored only at the end: validate it now
-        test_indices = [] if search_part == "all" else one.bench.split("test", one.split_seed)
+    for one in setups if search_part != "all" else []:  # the test part is scored at the end: validate it now
+        test_indices = one.bench.split("test", one.split_seed)
         for dataset in one.datasets:
             one.bench.accuracies(test_indices, column_for(dataset, one.acc, one.bench.space))
     search_eval = part_evaluator(setups, search_name, aggregate)

@@ -11,21 +11,6 @@ from vit_space.setup_run import data_setups
 RUN_FILES = ("checkpoint.json", "history.json", "best.json", "jcm.png", "pareto.json")  # what a run writes
 
 
-def ceiling_lines(result: dict) -> list:
-    """After the result: each part's JCM with its 95% bootstrap interval, and the part's ceiling
-    (the best one score per arch can do there) with the JCM's share of it."""
-    lines = []
-    for name in ("search", "test"):
-        part = result.get(name) if result.get("finished") else None
-        if part and part.get("jcm_interval"):
-            low, high = part["jcm_interval"]
-            share = part["ceiling_share"]
-            lines.append(f"{name:6s} JCM {part['jcm']:.4f}, 95% interval [{low:.4f}, {high:.4f}]; ceiling "
-                         f"{part['ceiling']:.4f} (without ties {part['ceiling_strict']:.4f}), share "
-                         + (f"{share:.3f}" if share is not None else "n/a"))
-    return lines
-
-
 @main_guard
 def main(argv=None):
     p = parser(__doc__)
@@ -93,11 +78,8 @@ def main(argv=None):
         p.error(f"--aggregate {args.aggregate}: expected sum or mean")
     setups = data_setups(args)
     out = prepare_out_dir(args.out, "runs/evolve", RUN_FILES, args.resume, args.force)
-    result = evolve(setups if len(setups) > 1 else setups[0], config, out, args.resume, args.aggregate,
-                    search_part=args.split)
+    result = evolve(setups, config, out, args.resume, args.aggregate, search_part=args.split)
     print(format_result(result, out))
-    for line in ceiling_lines(result):
-        print(line)
 
 
 if __name__ == "__main__":

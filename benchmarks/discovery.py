@@ -1,6 +1,8 @@
 """Does the discovery discover? Per space and 60/40 split seed: (a) the paper budget, (b) the large
-budget, (c) random search with as many evaluations as (b), (d) the hand-crafted baselines, each
-chosen on the split's search part and scored on its test part.
+budget, (c) random search with as many evaluations as (b), (d) the hand-crafted baselines, and the
+final rules that average instead of picking a maximum (ensembles of the paper run's hall of fame,
+bagged searches on bootstrap resamples, one tree for both spaces) beside random search at the paper
+budget; each chosen on the split's search part and scored on its test part.
 
 Each finished (split, method) row is appended at once to results/discovery-<space>.json (atomic
 rewrite), and rows already there are skipped, so the benchmark runs across sessions; a search cut
@@ -12,9 +14,12 @@ cache: only the split changes (--split-seed), never the batch.
     python benchmarks/discovery.py --table               # the docs/discovery.md tables from the JSON files
     python benchmarks/discovery.py --ship                # results/autoprox-<space>.json (below)
 
---ship writes what the protocol picks as the shipped proxy of each space: the large budget's
-cross-validated choice on split seed 0 (the runners' default split; chosen on its search part
-alone), with the protocol's figures over every split run so far beside it.
+--ship applies a rule fixed before any final fit (SHIP_CANDIDATES: the method with the highest test
+JCM averaged over the splits every candidate finished in every space, and over the spaces), runs
+that method once more with every record of the space as its search part (no test part: seed 0,
+runs/discovery/<space>/all/<method>), and writes its best.json as results/autoprox-<space>.json
+with the method's split figures beside it ("protocol"): the shipped proxy has no test split of its
+own; the splits say what to expect of it.
 """
 from __future__ import annotations
 
@@ -45,14 +50,40 @@ from vit_space.setup_run import make_setup  # noqa: E402
 from vit_space.stats.parallel import fill_cache  # noqa: E402
 from vit_space.stats.statistics import STATS_VERSION  # noqa: E402
 
-SEARCHES = ("paper", "large", "random", "ensemble")  # ensemble: the paper budget, --choose ensemble
-SHIP_SPLIT, SHIP_METHOD = 0, "large"  # the shipped proxy: what the protocol picks on split 0
+# searches the benchmark runs, per space and split ("joint": one search of both spaces, a row in each)
+SEARCHES = ("paper", "large", "random", "random_paper", "bagged", "joint")
+# rules read off another method's run (every run reports every final rule: best.json "rules"), so
+# they differ from it in the final choice alone: method -> (the run, its rule)
+DERIVED = {"ensemble": ("paper", "ensemble"), "ensemble_params": ("paper", "ensemble+params"),
+           "bagged_params": ("bagged", "bagged+params")}
 # the direct baselines but the two costliest per model (GraSP's second-order pass, ZiCo's
 # per-sample gradients: ~21 s and ~9 s of ~60 s an arch at 224 px, measured beside other jobs)
 BASELINES = ("params", "flops", "grad_norm", "snip", "fisher", "synflow", "jacob_cov", "nwot", "dss")
-METHODS = SEARCHES + ("baselines",)
-RULE_WORDS = {"cv": "cross-validated choice", "ensemble": "ensemble of the hall of fame's best"}
-ENSEMBLE_SIZE = 5  # members of the ensemble method's answer, fixed before any of its rows
+METHODS = SEARCHES + tuple(DERIVED) + ("baselines",)
+RULE_WORDS = {"cv": "cross-validated choice", "best": "best search JCM",
+              "ensemble": "ensemble of the hall of fame's best",
+              "ensemble+params": "ensemble of the hall of fame's best and #params",
+              "bagged": "ensemble of the bags' answers", "bagged+params": "ensemble of the bags' answers and #params"}
+# fixed before any row of these methods: K of the ensembles (the paper run's hall of fame), and
+# the bagged method's bags, each of a fifth of the paper budget's iterations, so that the five
+# together evaluate about as many trees as one paper run (5 x (20 + ~2 x 40) vs 20 + ~2 x 200)
+ENSEMBLE_SIZE, BAGS, BAG_ITERS = 5, 5, 40
+
+
+SEARCH_ORDER = ("paper", "ensemble", "ensemble_params", "random_paper", "bagged", "bagged_params", "joint",
+                "large", "random")
+LABELS = {"paper": "paper budget (a)", "large": "large (b)", "random": "random search (c)",
+          "random_paper": "random search at the paper budget",
+          "ensemble": "ensemble (paper run, K = 5)", "ensemble_params": "ensemble + #params (paper run)",
+          "bagged": "bagged (5 bags x 40 iterations)", "bagged_params": "bagged + #params",
+          "joint": "joint (one tree, both spaces)", "baseline": "each split's best baseline"}
+# (b) against the control and Algorithm 1, Algorithm 1 against the control, and both (b) and the
+# control against the baselines: if random search beats them too, the lead is not evolution's;
+# each rule that averages against Algorithm 1, both random controls, (b) and the best baseline
+PAIRS = (("large", "random"), ("large", "paper"), ("paper", "random"), ("paper", "random_paper"),
+         ("large", "baseline"), ("random", "baseline"), ("paper", "baseline")) + tuple(
+    (m, other) for m in ("ensemble", "ensemble_params", "bagged", "bagged_params", "joint")
+    for other in ("paper", "random_paper", "random", "large", "baseline"))
 
 
 def results_path(results: Path, space: str) -> Path:
@@ -91,23 +122,50 @@ def done(rows: list, split: int, method: str) -> bool:
     return any(r["split_seed"] == split and r["method"] == method for r in rows)
 
 
-def search_row(setup, options: dict, split: int, method: str, config, runs: Path) -> dict:
+def search_row(options, split: int, method: str, config, runs: Path) -> dict:
     """One search in a fresh process (spawned: nothing of this one is copied), so the memory of
     its statistics goes back to the system when it ends; it resumes from its checkpoint if cut
-    short before."""
-    out = runs / setup.bench.space / f"split{split}" / method
+    short before. `options`: make_setup's keywords, or a list of them (one search of several
+    spaces). Returns the run's best.json with where it lies ("out")."""
+    space = "joint" if isinstance(options, list) else options["space"]
+    out = runs / space / f"split{split}" / method
     out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         result = pool.submit(evolve_with_options, options, config, out, True).result()
+    return {**result, "out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)}
+
+
+def _part(result: dict, part: str, space):
+    """A part's report in best.json, for one space of a joint run (its own JCM) or the run's."""
+    one = result[part]
+    return one if space is None else {"jcm": one["per_space"][space], "tied_share": None,
+                                      "jcm_interval": None}
+
+
+def row_of(result: dict, split: int, method: str, space=None) -> dict:
+    """The row of a finished search; `space`: that space's side of a joint run."""
+    search, test = _part(result, "search", space), _part(result, "test", space)
+    beside = result["beside"]
     return {"split_seed": split, "method": method, "evaluations": result["evaluations"],
             "seconds": result["seconds"], "stopped": result["stopped"], "formula": result["formula"],
             "members": result.get("members"),
-            "search_jcm": result["search"]["jcm"], "test_jcm": result["test"]["jcm"],
-            "search_tied": result["search"]["tied_share"], "test_tied": result["test"]["tied_share"],
-            "test_interval": result["test"].get("jcm_interval"),
-            "choice": result["choice"], "beside_formula": result["beside"]["formula"],
-            "beside_test_jcm": result["beside"]["test"]["jcm"],
-            "out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)}
+            "search_jcm": search["jcm"], "test_jcm": test["jcm"],
+            "search_tied": search["tied_share"], "test_tied": test["tied_share"],
+            "test_interval": test.get("jcm_interval"),
+            "choice": result["choice"], "beside_rule": beside["rule"], "beside_formula": beside["formula"],
+            "beside_test_jcm": _part(beside, "test", space)["jcm"], "out": result["out"]}
+
+
+def derived_row(source: dict, best: dict, split: int, method: str) -> dict:
+    """The row of rule DERIVED[method][1] read off a finished run (`source`, its row; `best`, its
+    best.json): the same search, another final choice; beside it, the run's own answer."""
+    rule = DERIVED[method][1]
+    r = best["rules"][rule]
+    return {**source, "method": method, "formula": r.get("formula"), "members": r.get("members"),
+            "search_jcm": r["search_jcm"], "test_jcm": r["test_jcm"], "search_tied": r["search_tied"],
+            "test_tied": r["test_tied"], "test_interval": r["test_interval"], "choice": rule,
+            "beside_rule": source["choice"], "beside_formula": source["formula"],
+            "beside_test_jcm": source["test_jcm"], "derived_from": DERIVED[method][0]}
 
 
 def baseline_rows(setup, split: int, all_scores: dict) -> list:
@@ -136,31 +194,73 @@ def prefill(setup) -> None:
     fill_cache(setup.cache, items, setup.cfg, progress=setup.progress, label="all archs, reversed")
 
 
+def method_config(method: str, split: int, rows: list):
+    """The SearchConfig of a search method on split `split` (`rows`: the space's rows so far)."""
+    def evaluations_of(source: str, default: int) -> int:
+        found = [r for r in rows if r["split_seed"] == split and r["method"] == source]
+        return found[0]["evaluations"] if found else default
+    if method == "random":  # as many evaluations as the large budget spent here
+        return budget_config("large", strategy="random", evals=evaluations_of("large", BUDGETS["large"]["evals"]),
+                             seed=split)
+    if method == "random_paper":  # as many evaluations as the paper budget spent here
+        return budget_config("paper", strategy="random", evals=evaluations_of("paper", 450), seed=split)
+    if method == "bagged":
+        return budget_config("paper", choose="bagged", bags=BAGS, iters=BAG_ITERS, seed=split)
+    config = budget_config("large" if method == "large" else "paper", seed=split)
+    if method in ("paper", "joint"):
+        config.checkpoint_every = 50
+    return config
+
+
+def runs_needed(methods: list) -> list:
+    """The searches behind `methods`, in the order they must run: a derived rule needs its run,
+    a random control the run whose evaluations it matches."""
+    wanted = set(methods) | {DERIVED[m][0] for m in methods if m in DERIVED}
+    wanted |= {"paper" for m in wanted if m == "random_paper"} | {"large" for m in wanted if m == "random"}
+    return [m for m in SEARCHES if m in wanted and m != "joint"]
+
+
+def write_derived(path: Path, settings: dict, split: int, methods: list) -> None:
+    """Rows of the derived methods asked for whose run has a row but they have none."""
+    for method in (m for m in methods if m in DERIVED):
+        rows = load_rows(path, settings)
+        source = next((r for r in rows if r["split_seed"] == split and r["method"] == DERIVED[method][0]), None)
+        if source is not None and not done(rows, split, method):
+            best = json.loads((ROOT / source["out"] / "best.json").read_text())
+            append_row(path, settings, derived_row(source, best, split, method))
+
+
 def run_searches(setup, options: dict, split: int, methods: list, results: Path, runs: Path) -> None:
     settings, path = settings_of(setup), results_path(results, setup.bench.space)
-    todo = [m for m in methods if m in SEARCHES and not done(load_rows(path, settings), split, m)]
+    todo = [m for m in runs_needed(methods) if not done(load_rows(path, settings), split, m)]
     if todo:
         prefill(setup)
     for method in todo:
-        overrides = {"seed": split}
-        if method == "random":  # as many evaluations as the large budget spent here
-            large = [r for r in load_rows(path, settings)
-                     if r["split_seed"] == split and r["method"] == "large"]
-            evals = large[0]["evaluations"] if large else BUDGETS["large"]["evals"]
-            config = budget_config("large", strategy="random", evals=evals, **overrides)
-        elif method == "ensemble":
-            config = budget_config("paper", choose="ensemble", ensemble=ENSEMBLE_SIZE, **overrides)
-            config.checkpoint_every = 50
-        else:
-            config = budget_config(method, **overrides)
-            if method == "paper":
-                config.checkpoint_every = 50
         started = time.perf_counter()
-        row = search_row(setup, options, split, method, config, runs)
+        config = method_config(method, split, load_rows(path, settings))
+        row = row_of(search_row(options, split, method, config, runs), split, method)
         append_row(path, settings, row)
         print(f"{setup.bench.space} split {split} {method}: test JCM {row['test_jcm']:.4f} "
               f"({row['evaluations']} evaluations, {time.perf_counter() - started:.0f} s) "
-              f"{row['formula']}", flush=True)
+              f"{row['formula'] or row['members']}", flush=True)
+    write_derived(path, settings, split, methods)
+
+
+def run_joint(setups: list, options: list, split: int, results: Path, runs: Path) -> None:
+    """One tree for every space (the mean of their JCMs as fitness, the paper budget); a row in
+    each space's file with that space's own search and test JCM."""
+    targets = [(settings_of(s), results_path(results, s.bench.space), s.bench.space) for s in setups]
+    if all(done(load_rows(path, settings), split, "joint") for settings, path, _ in targets):
+        return
+    for setup in setups:
+        prefill(setup)
+    result = search_row(options, split, "joint", method_config("joint", split, []), runs)
+    for settings, path, space in targets:
+        if not done(load_rows(path, settings), split, "joint"):
+            append_row(path, settings, row_of(result, split, "joint", space))
+    print(f"joint split {split}: test JCM " + ", ".join(
+        f"{space} {result['test']['per_space'][space]:.4f}" for _, _, space in targets)
+        + f" {result['formula']}", flush=True)
 
 
 def run_baselines(setup, split: int, results: Path, scores_of: dict, names=BASELINES) -> None:
@@ -195,6 +295,10 @@ def run(args) -> None:
         setups = [make_setup(**o) for o in options]
         for setup, o in zip(setups, options):
             run_searches(setup, o, split, args.methods, results, runs)
+        if "joint" in args.methods:
+            if len(setups) < 2:
+                raise BadInput("--methods joint: expected two or more --spaces (one tree for them all)")
+            run_joint(setups, options, split, results, runs)
         if "baselines" in args.methods:
             for setup in setups:
                 run_baselines(setup, split, results, scores_of, args.baselines)
@@ -207,6 +311,12 @@ def _mean_std(values: list) -> str:
         return "-"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.fmean(values):.3f} ± {std:.3f}"
+
+
+def _mean_or_dash(values: list) -> str:
+    """The mean of the values known (a joint run's rows have no per-space tied share)."""
+    known = [v for v in values if v is not None]
+    return f"{statistics.fmean(known):.3f}" if known else "-"
 
 
 def _paired(a: dict, b: dict) -> tuple:
@@ -289,7 +399,8 @@ def table(rows: list, space: str, ceilings: dict = None) -> str:
     for r in rows:
         by_method.setdefault(r["method"], {})[r["split_seed"]] = r
     best_baseline = best_baselines(rows)
-    order = [m for m in SEARCHES if m in by_method] + [m for m in BASELINES if m in by_method]
+    ordered = [m for m in SEARCH_ORDER if m in by_method]
+    order = ordered + [m for m in BASELINES if m in by_method]
     lines = [f"{space}: test JCM over split seeds (mean ± std), tied-pair share on the test part",
              "", "| method | splits | test JCM | search JCM | tied pairs (test) | evaluations |",
              "| --- | ---: | --- | --- | ---: | ---: |"]
@@ -301,11 +412,11 @@ def table(rows: list, space: str, ceilings: dict = None) -> str:
         evals = [r["evaluations"] for r in rs if r["evaluations"]]
         lines.append(f"| {name} | {len(rs)} | {_mean_std([r['test_jcm'] for r in rs])} | "
                      f"{_mean_std([r['search_jcm'] for r in rs])} | "
-                     f"{statistics.fmean(r['test_tied'] for r in rs):.3f} | "
+                     f"{_mean_or_dash([r['test_tied'] for r in rs])} | "
                      f"{round(statistics.fmean(evals)) if evals else '-'} |")
     test_of = {m: test_jcms(rows, m) for m in by_method}
     lines.append("")
-    searches = [m for m in SEARCHES if m in test_of]
+    searches = [m for m in ordered if m in test_of]
     common = sorted(set.intersection(*(set(test_of[m]) for m in searches), set(best_baseline))) \
         if searches else []
     if common:  # the rows above average each method over its own splits: compare like with like
@@ -313,83 +424,137 @@ def table(rows: list, space: str, ceilings: dict = None) -> str:
         means.append(f"best baseline {statistics.fmean(best_baseline[s]['test_jcm'] for s in common):.3f}")
         lines.append(f"on the {len(common)} split(s) where every search finished "
                      f"({', '.join(map(str, common))}), mean test JCM: {', '.join(means)}")
-    labels = {"large": "large (b)", "random": "random search (c)", "paper": "paper budget (a)",
-              "ensemble": "ensemble (paper budget, --choose ensemble)", "baseline": "each split's best baseline"}
     test_of["baseline"] = test_jcms(rows, "baseline")
-    # (b) against the control and Algorithm 1, Algorithm 1 against the control, and both (b) and
-    # the control against the baselines: if random search beats them too, the lead is not evolution's
-    for a, b in (("large", "random"), ("large", "paper"), ("paper", "random"),
-                 ("large", "baseline"), ("random", "baseline"),
-                 ("ensemble", "paper"), ("ensemble", "large"), ("ensemble", "random"), ("ensemble", "baseline")):
+    for a, b in PAIRS:
         if test_of.get(a) and test_of.get(b):
             wins, n, p = _paired(test_of[a], test_of[b])
-            lines.append(f"{labels[a]} vs {labels[b]}: {wins}/{n} paired wins, Wilcoxon p = {_p_text(p)}")
-    # each search reports both final rules (its answer and the one beside it): which generalises?
-    for method in searches:
-        # the rule a search answers with against the one it reports beside (best <-> cv; an
-        # ensemble's beside is the best JCM)
-        rules = [r["choice"] for r in by_method[method].values()]
-        first = "ensemble" if "ensemble" in rules else "cv"
-        rule = {first: {}, "best": {}}
+            lines.append(f"{LABELS[a]} vs {LABELS[b]}: {wins}/{n} paired wins, Wilcoxon p = {_p_text(p)}")
+    # each row carries the answer of its rule and of the rule beside it, from one search: which generalises?
+    for method in ordered:
+        pairs = {}
         for split, r in by_method[method].items():
-            other = "cv" if r["choice"] == "best" else "best"
-            rule[r["choice"]][split], rule[other][split] = r["test_jcm"], r["beside_test_jcm"]
-        wins, n, p = _paired(rule[first], rule["best"])
-        same = sum(rule[first][split] == rule["best"][split] for split in rule[first])
-        cv, best = (statistics.fmean(rule[k].values()) for k in (first, "best"))
-        lines.append(f"{labels[method]}, {RULE_WORDS[first]} vs best search JCM of the same run: "
-                     f"{wins}/{n} paired wins ({same} tied), mean test JCM {cv:.3f} vs {best:.3f}, "
-                     f"Wilcoxon p = {_p_text(p)}")
+            beside = r.get("beside_rule") or ("cv" if r["choice"] == "best" else "best")  # older rows
+            pairs.setdefault((r["choice"], beside), {})[split] = (r["test_jcm"], r["beside_test_jcm"])
+        for (rule, beside), per in pairs.items():
+            ours, theirs = ({s: v[i] for s, v in per.items()} for i in (0, 1))
+            wins, n, p = _paired(ours, theirs)
+            same = sum(ours[s] == theirs[s] for s in ours)
+            lines.append(f"{LABELS[method]}, {RULE_WORDS[rule]} vs {RULE_WORDS[beside]} of the same run: "
+                         f"{wins}/{n} paired wins ({same} tied), mean test JCM "
+                         f"{statistics.fmean(ours.values()):.3f} vs {statistics.fmean(theirs.values()):.3f}, "
+                         f"Wilcoxon p = {_p_text(p)}")
     if ceilings:
         lines += ceiling_table(entries, ceilings, space)
     return "\n".join(lines)
 
 
-def protocol_figures(rows: list) -> dict:
-    """The large budget's test JCM per split and its paired record against random search and
-    each split's best baseline: what a user of the shipped proxy can expect from the protocol."""
-    large = dict(sorted(test_jcms(rows, SHIP_METHOD).items()))  # by split seed, not by finish
-    values = list(large.values())
-    out = {"method": SHIP_METHOD, "splits": len(values), "test_jcm": large,
+# --ship's rule, fixed before the final fit: the procedure with the highest test JCM averaged over
+# the splits that every candidate finished on every space, and over the spaces (each alike)
+SHIP_CANDIDATES = ("paper", "ensemble", "ensemble_params", "random_paper", "bagged", "bagged_params",
+                   "joint", "large", "random")
+FIT = {"ensemble": ("paper", dict(choose="ensemble", ensemble=ENSEMBLE_SIZE)),  # the final fit's run
+       "ensemble_params": ("paper", dict(choose="ensemble", ensemble=ENSEMBLE_SIZE, with_params=True)),
+       "bagged_params": ("bagged", dict(with_params=True))}
+
+
+def shipped_method(rows_of: dict) -> tuple:
+    """(method, {method: mean test JCM over spaces and common splits}) by SHIP_CANDIDATES' rule;
+    `rows_of`: space -> its rows. Ties go to the earlier candidate (the cheaper procedure)."""
+    present = [m for m in SHIP_CANDIDATES if all(test_jcms(rows, m) for rows in rows_of.values())]
+    if not present:
+        raise BadInput("--ship: no method has rows in every space's results (expected finished "
+                       "splits: python benchmarks/discovery.py)")
+    common = set.intersection(*(set(test_jcms(rows, m)) for rows in rows_of.values() for m in present))
+    if not common:
+        raise BadInput(f"--ship: the methods {', '.join(present)} share no split in every space")
+    means = {m: statistics.fmean(statistics.fmean(test_jcms(rows, m)[s] for s in common)
+                                 for rows in rows_of.values()) for m in present}
+    return max(present, key=lambda m: (means[m], -present.index(m))), means, sorted(common)
+
+
+def protocol_figures(rows: list, method: str) -> dict:
+    """The method's test JCM per split and its paired record against Algorithm 1, both random
+    controls and each split's best baseline: what a user of the shipped proxy can expect."""
+    ours = dict(sorted(test_jcms(rows, method).items()))  # by split seed, not by finish
+    values = list(ours.values())
+    out = {"method": method, "splits": len(values), "test_jcm": ours,
            "test_jcm_mean": statistics.fmean(values) if values else None,
            "test_jcm_std": statistics.stdev(values) if len(values) > 1 else None}
-    others = {"random": test_jcms(rows, "random"),
-              "best_baseline": test_jcms(rows, "baseline")}
-    for name, other in others.items():
-        wins, n, p = _paired(large, other)
-        out[f"vs_{name}"] = {"wins": wins, "splits": n, "wilcoxon_p": p}
+    for name in ("paper", "random_paper", "large", "random", "baseline"):
+        other = test_jcms(rows, name)
+        if other and name != method:
+            wins, n, p = _paired(ours, other)
+            out[f"vs_{'best_baseline' if name == 'baseline' else name}"] = {"wins": wins, "splits": n, "wilcoxon_p": p}
     return out
 
 
-def ship(results: Path, space: str) -> Path:
-    """results/autoprox-<space>.json: the split-0 large run's best.json, plus protocol_figures."""
-    path = results_path(results, space)
-    rows = json.loads(path.read_text())["rows"] if path.exists() else []
-    row = next((r for r in rows if r["split_seed"] == SHIP_SPLIT and r["method"] == SHIP_METHOD), None)
-    if row is None:
-        raise BadInput(f"--ship: {path} has no {SHIP_METHOD} row for split seed {SHIP_SPLIT} "
-                       "(expected a finished run: python benchmarks/discovery.py --splits 0)")
-    best_path = ROOT / row["out"] / "best.json"  # an absolute "out" stays as it is
-    if not best_path.is_file():
-        raise BadInput(f"--ship: {best_path} is missing (expected the run the row was made from)")
-    best = json.loads(best_path.read_text())
-    if best["formula"] != row["formula"]:
-        raise BadInput(f"--ship: {best_path} holds {best['formula']}, the row {row['formula']}")
-    target = results / f"autoprox-{space}.json"
-    write_json_atomic(target, {**best, "protocol": protocol_figures(rows)})
-    return target
+def final_fit(method: str, spaces: list, args, runs: Path) -> dict:
+    """The method's search with every record of the space(s) as its search part (no test part),
+    seed 0: space -> best.json. A joint method fits one tree on all spaces at once."""
+    run_method, overrides = FIT.get(method, (method, {}))
+    options = [dict(space=space, split_seed=0, archs=args.archs, img_size=args.img_size,
+                    batch_size=args.batch_size, datasets=args.datasets, cache=args.cache,
+                    quiet=args.quiet, backend="sequential") for space in spaces]
+    results = Path(args.results)
+    rows = {space: load_rows_any(results_path(results, space)) for space in spaces}
+    config_rows = rows[spaces[0]]
+    if method == "random_paper":  # as many evaluations as the paper budget spent on average
+        evals = round(statistics.fmean(r["evaluations"] for r in config_rows if r["method"] == "paper"))
+        config = budget_config("paper", strategy="random", evals=evals, seed=0)
+    else:
+        config = method_config(run_method, 0, config_rows)
+        for name, value in overrides.items():
+            setattr(config, name, value)
+    groups = [options] if method == "joint" else [[o] for o in options]
+    fits = {}
+    for group in groups:
+        out = runs / ("joint" if method == "joint" else group[0]["space"]) / "all" / method
+        out.mkdir(parents=True, exist_ok=True)
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            best = pool.submit(evolve_with_options, group if method == "joint" else group[0],
+                               config, out, True, "all").result()
+        for o in group:
+            fits[o["space"]] = best
+    return fits
+
+
+def load_rows_any(path: Path) -> list:
+    return json.loads(path.read_text())["rows"] if path.exists() else []
+
+
+def ship(args) -> list:
+    """results/autoprox-<space>.json for every space: the method SHIP_CANDIDATES' rule picks from
+    the discovery rows, fitted on every record, with its ten-split figures as "protocol"."""
+    results, spaces = Path(args.results), list(args.spaces)
+    rows_of = {space: load_rows_any(results_path(results, space)) for space in spaces}
+    method, means, common = shipped_method(rows_of)
+    print(f"--ship: {method} (mean test JCM over {len(common)} common split(s) and {len(spaces)} "
+          f"space(s): " + ", ".join(f"{m} {v:.4f}" for m, v in sorted(means.items(), key=lambda kv: -kv[1]))
+          + ")", flush=True)
+    fits = final_fit(method, spaces, args, Path(args.runs))
+    written = []
+    for space in spaces:
+        target = results / f"autoprox-{space}.json"
+        write_json_atomic(target, {**fits[space], "shipped_space": space,
+                                   "protocol": {**protocol_figures(rows_of[space], method),
+                                                "rule": "highest mean test JCM over common splits and spaces",
+                                                "common_splits": common, "candidates": means}})
+        written.append(target)
+    return written
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--spaces", nargs="+", default=["autoformer", "pit"])
     p.add_argument("--splits", nargs="+", type=int, default=list(range(10)))
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--methods", nargs="+", choices=METHODS,
+                   help="default: all (joint only with two or more --spaces)")
     p.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=BASELINES,
                    help="the baselines scored (rows are per baseline: others can follow later)")
     p.add_argument("--table", action="store_true", help="print the tables from the JSON files")
     p.add_argument("--ship", action="store_true",
-                   help="write results/autoprox-<space>.json from the split-0 large run")
+                   help="fit the method the rows pick (highest mean test JCM) on every record and "
+                   "write results/autoprox-<space>.json")
     p.add_argument("--results", default=str(ROOT / "results"), help="where discovery-<space>.json go")
     p.add_argument("--runs", default=str(ROOT / "runs" / "discovery"), help="search outputs")
     p.add_argument("--archs", type=int, help="first N bench records (tests)")
@@ -399,6 +564,8 @@ def main(argv=None):
     p.add_argument("--cache", help="statistics cache (default: $AUTOPROX_CACHE or ~/.cache/autoprox)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.methods is None:
+        args.methods = [m for m in METHODS if m != "joint" or len(args.spaces) > 1]
     if args.table:
         for space in args.spaces:
             path = results_path(Path(args.results), space)
@@ -415,8 +582,8 @@ def main(argv=None):
         return
     try:
         if args.ship:
-            for space in args.spaces:
-                print(f"{space}: wrote {ship(Path(args.results), space)}")
+            for target in ship(args):
+                print(f"wrote {target}")
             return
         run(args)
     except BadInput as exc:

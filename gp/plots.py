@@ -12,10 +12,17 @@ def plot_history(history: list, path: Path, title: str = "", ceiling: Optional[f
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    iters = [h["iter"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(iters, [h["best"] for h in history], label="best JCM")
-    ax.plot(iters, [h["mean"] for h in history], label="mean JCM")
+    bags = sorted({h["bag"] for h in history if "bag" in h})
+    if bags:  # a bagged run (gp.bagging): each bag's best JCM on its own resample
+        for bag in bags:
+            part = [h for h in history if h.get("bag") == bag]
+            ax.plot([h["iter"] for h in part], [h["best"] for h in part], label=f"bag {bag} best JCM")
+        history = []  # no mean or phenotype lines across bags
+    iters = [h["iter"] for h in history]
+    if history:
+        ax.plot(iters, [h["best"] for h in history], label="best JCM")
+        ax.plot(iters, [h["mean"] for h in history], label="mean JCM")
     if ceiling is not None:
         ax.axhline(ceiling, color="tab:red", linestyle="--", linewidth=1,
                    label=f"ceiling {ceiling:.3f} (one score per arch)")
@@ -23,7 +30,7 @@ def plot_history(history: list, path: Path, title: str = "", ceiling: Optional[f
     ax.set_ylabel("JCM (search split)")
     ax.set_title(title)
     lines, labels = ax.get_legend_handles_labels()
-    if all("phenotypes" in h for h in history):  # a collapse of diversity shows here
+    if history and all("phenotypes" in h for h in history):  # a collapse of diversity shows here
         twin = ax.twinx()
         twin.plot(iters, [h["phenotypes"] for h in history], color="tab:green", linestyle=":",
                   label="distinct phenotypes")

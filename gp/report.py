@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RULES = {"best": "best JCM", "cv": "cross-validated choice", "ensemble": "ensemble"}
+RULES = {"best": "best JCM", "cv": "cross-validated choice", "ensemble": "ensemble",
+         "bagged": "bagged: ensemble of the bags' answers"}
 
 
 def answer_text(result: dict) -> str:

@@ -6,7 +6,6 @@ the candidate reported beside it, and never seen by the search.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -16,9 +15,10 @@ import numpy as np
 
 from vit_space.core.atomic import write_json_atomic
 from gp.choice import cross_validate, cv_choice, ensemble_members, ensemble_result, hall_of_fame
-from gp.fitness import MemoFitness
+from gp.bagging import bag_rows, bag_searches, bagged_history, first_checkpoint, run_bags
+from gp.creator_setup import as_individual
 from gp.plots import plot_history
-from gp.search import Search, SearchConfig, best_individual, make_toolbox
+from gp.search import Search, SearchConfig, best_individual, new_search
 from gp.selection import pareto_front
 from primitives import parse_formula
 from vit_space.data.bench import column_for
@@ -102,76 +102,129 @@ def evolve(s, config: SearchConfig, out: Path, resume: bool = False,
         raise ValueError(f"search_part {search_part!r}: expected one of {SEARCH_PARTS}")
     pset = vit_primitive_set()
     identity = {"search": asdict(config), "data": data_identity(s, aggregate, search_part)}
+    bagged = config.choose == "bagged"
     if resume:  # a missing, damaged or foreign checkpoint fails before any extraction
-        Search.load_resumable(out / "checkpoint.json", identity)
+        first, expected = (first_checkpoint(out), {**identity, "bag": 0}) if bagged else \
+            (out / "checkpoint.json", identity)
+        Search.load_resumable(first, expected)
     search_name = "all" if search_part == "all" else "search"
     for one in setups if search_part != "all" else []:  # the test part is scored at the end: validate it now
         test_indices = one.bench.split("test", one.split_seed)
         for dataset in one.datasets:
             one.bench.accuracies(test_indices, column_for(dataset, one.acc, one.bench.space))
     search_eval = part_evaluator(setups, search_name, aggregate)
-    fitness = MemoFitness(search_eval, config.max_nodes)
-    rng = random.Random(config.seed)
-    toolbox = make_toolbox(pset, fitness, config, rng, n_jobs=setups[0].n_jobs)
-    if toolbox_hook:
-        toolbox_hook(toolbox)
-    search = Search(toolbox, pset, config, rng, fitness, out / "checkpoint.json", identity)
-    state = search.run(resume=resume, progress=setups[0].progress, stop_after=stop_after)
-    seconds = search.seconds  # one reading: the clock runs on
-    seconds_this_run = seconds - search.seconds_before
-    write_json_atomic(out / "history.json", state.history)
+    n_jobs, progress = setups[0].n_jobs, setups[0].progress
+    if bagged:
+        searches = bag_searches(search_eval, pset, config, out, identity, n_jobs, toolbox_hook)
+        stopped_bag = run_bags(searches, resume, progress, stop_after)
+        finished, history = stopped_bag is None, bagged_history(searches)
+    else:
+        searches = [new_search(search_eval, pset, config, out / "checkpoint.json", identity, n_jobs,
+                               toolbox_hook)]
+        searches[0].run(resume=resume, progress=progress, stop_after=stop_after)
+        finished, history = searches[0].finished, searches[0].state.history
+    seconds = sum(one.seconds for one in searches)  # one reading each: the clocks run on
+    seconds_this_run = seconds - sum(one.seconds_before for one in searches)
+    write_json_atomic(out / "history.json", history)
     spaces = ",".join(one.bench.space for one in setups)
     ceilings = {"search": part_ceiling(search_eval)}  # once per report, never per candidate
-    plot_history(state.history, out / "jcm.png", f"Auto-Prox search, {spaces}", ceilings["search"].value)
-    if not search.finished:
-        return {"finished": False, "iteration": state.iteration}
-    best = best_individual(state.population)
-    candidates = hall_of_fame(fitness.memo, fitness.phenotypes, pset, config.hof, first=best)
+    plot_history(history, out / "jcm.png", f"Auto-Prox search, {spaces}", ceilings["search"].value)
+    if not finished:
+        last = searches[stopped_bag] if bagged else searches[0]
+        return {"finished": False, "iteration": last.state.iteration, **({"bag": stopped_bag} if bagged else {})}
+    if bagged:  # the bags' answers are the candidates; "best" is the one best on the whole part
+        bags = bag_rows(searches, search_eval)
+        answers = [as_individual(parse_formula(row["formula"], pset)) for row in bags]
+        # one member per bag (an answer found twice counts twice), #params beside them if asked
+        pool, size = answers, len(answers)
+        candidates = list({str(t): t for t in answers}.values())
+        for tree in candidates:
+            tree.fitness.values = (search_eval.evaluate(tree).jcm,)
+        best = max(candidates, key=lambda t: t.fitness.values[0])
+    else:
+        search = searches[0]
+        best = best_individual(search.state.population)
+        candidates = hall_of_fame(search.fitness.memo, search.fitness.phenotypes, pset, config.hof, first=best)
+        pool, size = candidates, config.ensemble
+    group = "bagged" if bagged else "ensemble"  # the rank-average rule of this run, and with #params
+    member_lists = {group: ensemble_members(pool, size), f"{group}+params": ensemble_members(pool, size, True)}
     rows = cross_validate(search_eval, candidates, config.folds, config.seed)
     cv = cv_choice(rows)
     test_eval = None if search_part == "all" else part_evaluator(setups, "test", aggregate)
     ceilings["test"] = part_ceiling(test_eval) if test_eval else None
-    members = ensemble_members(candidates, config.ensemble, config.with_params)
+
+    chosen = f"{group}+params" if config.choose == group and config.with_params else config.choose
+    answers_of: dict = {}
 
     def scored(rule: str) -> dict:
-        """The answer of a final-choice rule, on the search part and the test part (if any)."""
-        if rule == "ensemble":
+        """The answer of a final-choice rule (best, cv or a key of member_lists), on the search
+        part and the test part (if any); each rule is scored once."""
+        if rule in answers_of:
+            return answers_of[rule]
+        if rule in member_lists:
+            members = member_lists[rule]
             answer, result = {"formula": None, "members": members}, partial(ensemble_result, members=members, pset=pset)
         else:
             tree = best if rule == "best" else parse_formula(cv["formula"], pset)
             answer, result = {"formula": str(tree)}, lambda e: e.evaluate(tree)
         for part, e in (("search", search_eval), ("test", test_eval)):
             answer[part] = part_json(e, result(e), ceilings[part]) if e else None
+        answers_of[rule] = answer
         return answer
+
     beside = "cv" if config.choose == "best" else "best"
     report = {
-        **scored(config.choose), "space": spaces, "choice": config.choose,
+        **scored(chosen), "space": spaces, "choice": config.choose,
         "search_part": "every record (no test part)" if search_part == "all" else "the 60% search split",
         "config": {**asdict(config), **data_identity(s, aggregate, search_part), "device": setups[0].device},
         "beside": {"rule": beside, **scored(beside)},
-        "evaluations": len(fitness.memo), "evaluations_this_run": fitness.evaluations,
-        "stopped": search.stop_reason(), "iterations": state.iteration,
+        "evaluations": sum(len(one.memo) for one in searches),
+        "evaluations_this_run": sum(one.fitness.evaluations for one in searches),
+        "stopped": searches[-1].stop_reason(), "iterations": sum(one.state.iteration for one in searches),
         "seconds": round(seconds, 2),
-        "seconds_this_run": round(seconds_this_run, 2), "rejects": state.rejects, "hall_of_fame": rows,
+        "seconds_this_run": round(seconds_this_run, 2), "rejects": _summed_rejects(searches), "hall_of_fame": rows,
+        **({"bags": bags} if bagged else {}),
+        # every rule's answer from this one search, so a benchmark compares rules on equal terms
+        "rules": {rule: rule_summary(scored(rule)) for rule in ("best", "cv", *member_lists)},
     }
     write_json_atomic(out / "best.json", report)
     write_json_atomic(out / "pareto.json", [
         {"formula": str(ind), "jcm": ind.fitness.values[0], "size": len(ind)}
-        for ind in pareto_front(state.population)])
+        for ind in pareto_front([ind for one in searches for ind in one.state.population])])
     return {"finished": True, **report}
 
 
-def evolve_with_options(options: dict, config: SearchConfig, out: Path, resume: bool = False) -> dict:
-    """evolve() on make_setup(**options): picklable arguments, so a benchmark can run each search
-    in a fresh process whose memory (the evaluator's stacked statistics) is returned when it ends.
-    With `resume`, a checkpoint of other settings is replaced by a fresh run."""
+def rule_summary(answer: dict) -> dict:
+    """A rule's answer in brief: its formula or members and its JCM on each part."""
+    out = {"formula": answer["formula"]} if answer["formula"] else {"members": answer["members"]}
+    for part in ("search", "test"):
+        out[f"{part}_jcm"] = answer[part]["jcm"] if answer[part] else None
+        out[f"{part}_tied"] = answer[part]["tied_share"] if answer[part] else None
+    out["test_interval"] = answer["test"].get("jcm_interval") if answer["test"] else None
+    return out
+
+
+def _summed_rejects(searches: list) -> dict:
+    out: dict = {}
+    for one in searches:
+        for reason, count in one.state.rejects.items():
+            out[reason] = out.get(reason, 0) + count
+    return out
+
+
+def evolve_with_options(options, config: SearchConfig, out: Path, resume: bool = False,
+                        search_part: str = "split") -> dict:
+    """evolve() on make_setup(**options) (a list of options: one search of those spaces):
+    picklable arguments, so a benchmark can run each search in a fresh process whose memory (the
+    evaluator's stacked statistics) is returned when it ends. With `resume`, a checkpoint of other
+    settings is replaced by a fresh run."""
     from vit_space.core.errors import BadInput
     from vit_space.setup_run import make_setup
-    setup = make_setup(**options)
-    if resume and (Path(out) / "checkpoint.json").exists():
+    setup = [make_setup(**o) for o in options] if isinstance(options, list) else make_setup(**options)
+    checkpoint = first_checkpoint(out) if config.choose == "bagged" else Path(out) / "checkpoint.json"
+    if resume and checkpoint.exists():
         try:
-            return evolve(setup, config, Path(out), resume=True)
+            return evolve(setup, config, Path(out), resume=True, search_part=search_part)
         except BadInput:
             pass
-    return evolve(setup, config, Path(out))
-
+    return evolve(setup, config, Path(out), search_part=search_part)

@@ -30,6 +30,7 @@ from gp.crossover import make_crossover
 from gp.checkpoint import load_checkpoint, rng_state_from_json, rng_state_to_json, save_checkpoint
 from gp.creator_setup import as_individual
 from gp.elitism import elitism_preserve
+from gp.fitness import MemoFitness
 from gp.mutation import MUTATIONS, make_mutation
 from gp.selection import SELECTIONS, make_selection, parsimony_key, survive_nsga2
 from primitives import generate_tree, parse_formula
@@ -67,6 +68,7 @@ class SearchConfig:
     # | ensemble: the rank-average of the hall of fame's `ensemble` best (gp.choice)
     ensemble: int = 5
     with_params: bool = False  # --choose ensemble: #params (of the blocks) joins as a member
+    bags: int = 5  # --choose bagged: searches on bootstrap resamples of the search archs (gp.bagging)
 
     def validate(self) -> "SearchConfig":
         checks = [("--pop", self.pop >= 2, "an integer >= 2"), ("--iters", self.iters >= 0, ">= 0"),
@@ -84,13 +86,14 @@ class SearchConfig:
                   ("--patience", self.patience >= 0, ">= 0"), ("--hof", self.hof >= 1, ">= 1"),
                   ("--folds", self.folds >= 2, ">= 2"),
                   ("--choose", self.choose in CHOICES, f"one of {', '.join(CHOICES)}"),
-                  ("--ensemble", 1 <= self.ensemble <= self.hof, "in [1, --hof]")]
+                  ("--ensemble", 1 <= self.ensemble <= self.hof, "in [1, --hof]"),
+                  ("--bags", self.bags >= 1, ">= 1")]
         check_flags(self, checks)
         return self
 
 
 STRATEGIES = ("evolve", "random")
-CHOICES = ("best", "cv", "ensemble")
+CHOICES = ("best", "cv", "ensemble", "bagged")
 
 
 def _fitness_key(ind):
@@ -140,6 +143,18 @@ def make_toolbox(pset, fitness: Callable, config: SearchConfig, rng: random.Rand
                                  existing, phenotypes, mates))
     tb.register("survive", survive_nsga2)
     return tb
+
+
+def new_search(evaluator, pset, config: SearchConfig, checkpoint_path: Optional[Path] = None,
+               identity: Optional[dict] = None, n_jobs: int = 1, toolbox_hook=None) -> "Search":
+    """A Search whose fitness is JCM under `evaluator` (memoised), on a fresh toolbox;
+    `toolbox_hook(toolbox)` may re-register operators (ablations) before it runs."""
+    fitness = MemoFitness(evaluator, config.max_nodes)
+    rng = random.Random(config.seed)
+    toolbox = make_toolbox(pset, fitness, config, rng, n_jobs=n_jobs)
+    if toolbox_hook:
+        toolbox_hook(toolbox)
+    return Search(toolbox, pset, config, rng, fitness, checkpoint_path, identity)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from gp.report import format_result
 from gp.run import SEARCH_PARTS, evolve
 from vit_space.setup_run import data_setups
 
-RUN_FILES = ("checkpoint.json", "history.json", "best.json", "jcm.png", "pareto.json")  # what a run writes
+RUN_FILES = ("checkpoint.json", "history.json", "best.json", "jcm.png", "pareto.json", "bags")  # what a run writes
 
 
 @main_guard
@@ -39,13 +39,15 @@ def main(argv=None):
             ("--max-nodes", int, "largest tree"), ("--hof", int, "hall of fame size"),
             ("--folds", int, "folds of the cross-validated JCM (search split only)"),
             ("--choose", str, "best (Algorithm 1: best JCM) | cv (best fold mean - 1 s.e.) | ensemble "
-             "(rank-average of the --ensemble best distinct proxies)"),
+             "(rank-average of the --ensemble best distinct proxies) | bagged (rank-average of the "
+             "answers of --bags searches on bootstrap resamples of the search archs)"),
             ("--ensemble", int, "members of the --choose ensemble answer"),
+            ("--bags", int, "--choose bagged: searches, each of --iters iterations on its own resample"),
             ("--checkpoint-every", int, "iterations between checkpoints")):
         field = flag[2:].replace("-", "_")
         p.add_argument(flag, type=kind, help=f"{text} (default from --budget: {describe_presets(field)})")
     p.add_argument("--with", dest="with_member", choices=["params"],
-                   help="--choose ensemble: #params (of the blocks) joins the members")
+                   help="--choose ensemble or bagged: #params (of the blocks) joins the members")
     p.add_argument("--no-elitism", action="store_true", help="accept the first valid child")
     p.add_argument("--parsimony", action="store_true", default=None,
                    help=f"size tie-break within --tie-tol (default from --budget: {describe_presets('parsimony')})")
@@ -63,7 +65,7 @@ def main(argv=None):
     given = {name: getattr(args, name) for name in (  # SearchConfig fields named like their flags
         "pop", "iters", "evals", "patience", "ratio", "topk", "select", "tournsize", "mutate", "p_node",
         "cxpb", "tie_tol", "margin", "max_tries", "max_nodes", "hof", "folds", "choose", "checkpoint_every",
-        "strategy", "parsimony", "ensemble") if getattr(args, name) is not None}
+        "strategy", "parsimony", "ensemble", "bags") if getattr(args, name) is not None}
     if args.with_member:
         given["with_params"] = True
     if args.no_elitism:

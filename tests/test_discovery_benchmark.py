@@ -30,11 +30,14 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
             str(tiny_cfg.img_size), "--batch-size", str(tiny_cfg.batch_size), "--datasets", "c100",
             "--cache", str(session_cache.root), "--results", str(tmp_path / "results"),
             "--runs", str(tmp_path / "runs"), "--quiet"]
-    monkeypatch.setitem(BUDGETS, "paper", {"iters": 5})
+    monkeypatch.setitem(BUDGETS, "paper", {"iters": 5, "pop": 6})
+    monkeypatch.setattr(discovery, "BAG_ITERS", 3)
+    monkeypatch.setattr(discovery, "BAGS", 2)
     discovery.main(argv)
     path = tmp_path / "results" / "discovery-autoformer.json"
     rows = json.loads(path.read_text())["rows"]
-    methods = ["paper", "large", "random", "ensemble", *discovery.BASELINES]
+    methods = ["paper", "large", "random", "random_paper", "bagged", "ensemble", "ensemble_params",
+               "bagged_params", *discovery.BASELINES]
     assert sorted((r["split_seed"], r["method"]) for r in rows) == sorted(
         (s, m) for s in (0, 1) for m in methods)
     by = {(r["split_seed"], r["method"]): r for r in rows}
@@ -42,6 +45,14 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
         assert by[split, "random"]["evaluations"] == by[split, "large"]["evaluations"] >= 30
         assert by[split, "random"]["stopped"] == "evaluations"
         assert by[split, "large"]["stopped"] in ("evaluations", "patience")
+        assert by[split, "random_paper"]["evaluations"] == by[split, "paper"]["evaluations"]
+        # derived rows: the paper run's other rules, the same search
+        for m, rule in (("ensemble", "ensemble"), ("ensemble_params", "ensemble+params")):
+            assert by[split, m]["choice"] == rule and by[split, m]["derived_from"] == "paper"
+            assert by[split, m]["beside_test_jcm"] == by[split, "paper"]["test_jcm"]
+            assert by[split, m]["evaluations"] == by[split, "paper"]["evaluations"]
+        assert len(by[split, "bagged"]["members"]) == 2
+        assert by[split, "bagged_params"]["members"] == by[split, "bagged"]["members"] + ["add(msa_numel, mlp_numel)"]
         for m in methods:
             r = by[split, m]
             assert -1 <= r["test_jcm"] <= 1 and 0 <= r["test_tied"] <= 1 and 0 <= r["search_tied"] <= 1
@@ -60,31 +71,36 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     assert "large (b) vs random search (c):" in out and "paired wins" in out
     for label in ("large (b)", "random search (c)"):  # the control faces the baselines too
         assert f"{label} vs each split's best baseline: " in out
-    for label in ("paper budget (a)", "large (b)", "random search (c)"):  # both final rules
+    for label in ("large (b)", "random search (c)"):  # both final rules: the answer's first
         assert f"{label}, cross-validated choice vs best search JCM of the same run: " in out
-    assert ("ensemble (paper budget, --choose ensemble), ensemble of the hall of fame's best vs best "
+    assert "paper budget (a), best search JCM vs cross-validated choice of the same run: " in out
+    assert ("ensemble (paper run, K = 5), ensemble of the hall of fame's best vs best "
             "search JCM of the same run: ") in out
+    assert "bagged (5 bags x 40 iterations) vs random search at the paper budget: " in out
     assert by[0, "ensemble"]["formula"] is None and len(by[0, "ensemble"]["members"]) >= 1
     assert "on the 2 split(s) where every search finished (0, 1), mean test JCM: paper " in out
-    # --ship: the split-0 large run's answer, never a test-part pick, with the protocol's figures
+    # --ship: the rule picks the method from the rows, which is fitted again on every record
     discovery.main(argv + ["--ship"])
     shipped = json.loads((tmp_path / "results" / "autoprox-autoformer.json").read_text())
-    best = json.loads((tmp_path / "runs" / "autoformer" / "split0" / "large" / "best.json").read_text())
-    assert shipped["formula"] == best["formula"] == by[0, "large"]["formula"]
-    assert shipped["choice"] == "cv" and shipped["test"] == best["test"]
+    candidates = [m for m in discovery.SHIP_CANDIDATES if (0, m) in by and (1, m) in by]
+    means = {m: (by[0, m]["test_jcm"] + by[1, m]["test_jcm"]) / 2 for m in candidates}
+    top = max(means.values())
+    method = next(m for m in candidates if means[m] == top)  # ties: the earlier candidate
     protocol = shipped["protocol"]
-    assert protocol["splits"] == 2 and protocol["test_jcm"] == {
-        str(s): by[s, "large"]["test_jcm"] for s in (0, 1)}
-    assert protocol["vs_random"]["splits"] == protocol["vs_best_baseline"]["splits"] == 2
+    assert protocol["method"] == method and protocol["candidates"] == pytest.approx(means)
+    assert protocol["splits"] == 2 and protocol["test_jcm"] == {str(s): by[s, method]["test_jcm"] for s in (0, 1)}
+    assert shipped["test"] is None and shipped["search_part"] == "every record (no test part)"
+    fit = json.loads((tmp_path / "runs" / "autoformer" / "all" / method / "best.json").read_text())
+    assert shipped["search"] == fit["search"] and shipped["config"]["search_part"] == "all"
 
 
-def test_ship_without_a_split0_large_row_is_a_one_line_error(tmp_path, capsys):
+def test_ship_without_rows_is_a_one_line_error(tmp_path, capsys):
     discovery = load_discovery()
     with pytest.raises(SystemExit) as exc:
         discovery.main(["--spaces", "pit", "--results", str(tmp_path), "--ship"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --ship:") and "split seed 0" in err and "\n" not in err
+    assert err.startswith("error: --ship: no method has rows") and "\n" not in err
 
 
 def test_concurrent_appends_keep_every_row(tmp_path):

@@ -184,3 +184,20 @@ def test_one_tree_for_two_spaces(session_cache, tmp_path):
         single = {s.bench.space: split_evaluator(s, part).evaluate(resolve_proxy(tree).tree).jcm for s in setups}
         assert result[part]["per_space"] == pytest.approx(single, abs=1e-12)
         assert result[part]["jcm"] == pytest.approx(sum(single.values()) / 2, abs=1e-12)
+
+
+def test_every_run_reports_every_rule_as_a_run_of_that_rule_would(session_cache, tmp_path):
+    """best.json "rules": the discovery benchmark reads the ensemble rules off the paper run."""
+    from gp.run import evolve
+    from gp.search import SearchConfig
+    setup = tiny_setup(session_cache)
+    plain = evolve(setup, SearchConfig(seed=2, ensemble=3, **TINY), tmp_path / "best")
+    assert set(plain["rules"]) == {"best", "cv", "ensemble", "ensemble+params"}
+    assert plain["rules"]["best"]["formula"] == plain["formula"]
+    assert plain["rules"]["best"]["test_jcm"] == plain["test"]["jcm"]
+    for rule, with_params in (("ensemble", False), ("ensemble+params", True)):
+        run = evolve(setup, SearchConfig(seed=2, ensemble=3, choose="ensemble", with_params=with_params, **TINY),
+                     tmp_path / rule)
+        assert plain["rules"][rule]["members"] == run["members"]
+        assert plain["rules"][rule]["test_jcm"] == run["test"]["jcm"]
+        assert run["rules"][rule] == plain["rules"][rule]

@@ -65,9 +65,9 @@ RULE_WORDS = {"cv": "cross-validated choice", "best": "best search JCM",
               "ensemble+params": "ensemble of the hall of fame's best and #params",
               "bagged": "ensemble of the bags' answers", "bagged+params": "ensemble of the bags' answers and #params"}
 # fixed before any row of these methods: K of the ensembles (the paper run's hall of fame), and
-# the bagged method's bags, each of a fifth of the paper budget's iterations, so that the five
-# together evaluate about as many trees as one paper run (5 x (20 + ~2 x 40) vs 20 + ~2 x 200)
-ENSEMBLE_SIZE, BAGS, BAG_ITERS = 5, 5, 40
+# the bagged method's bags, each stopping after a fifth of the paper run's evaluations on the
+# split, so that the five together evaluate as many trees as it and as random_paper
+ENSEMBLE_SIZE, BAGS = 5, 5
 
 
 SEARCH_ORDER = ("paper", "ensemble", "ensemble_params", "random_paper", "bagged", "bagged_params", "joint",
@@ -75,7 +75,7 @@ SEARCH_ORDER = ("paper", "ensemble", "ensemble_params", "random_paper", "bagged"
 LABELS = {"paper": "paper budget (a)", "large": "large (b)", "random": "random search (c)",
           "random_paper": "random search at the paper budget",
           "ensemble": "ensemble (paper run, K = 5)", "ensemble_params": "ensemble + #params (paper run)",
-          "bagged": "bagged (5 bags x 40 iterations)", "bagged_params": "bagged + #params",
+          "bagged": "bagged (5 bags, the paper run's evaluations)", "bagged_params": "bagged + #params",
           "joint": "joint (one tree, both spaces)", "baseline": "each split's best baseline"}
 # (b) against the control and Algorithm 1, Algorithm 1 against the control, and both (b) and the
 # control against the baselines: if random search beats them too, the lead is not evolution's;
@@ -204,8 +204,9 @@ def method_config(method: str, split: int, rows: list):
                              seed=split)
     if method == "random_paper":  # as many evaluations as the paper budget spent here
         return budget_config("paper", strategy="random", evals=evaluations_of("paper", 450), seed=split)
-    if method == "bagged":
-        return budget_config("paper", choose="bagged", bags=BAGS, iters=BAG_ITERS, seed=split)
+    if method == "bagged":  # the paper run's evaluations here, shared out among the bags
+        return budget_config("paper", choose="bagged", bags=BAGS, evals=evaluations_of("paper", 450) // BAGS,
+                             seed=split)
     config = budget_config("large" if method == "large" else "paper", seed=split)
     if method in ("paper", "joint"):
         config.checkpoint_every = 50
@@ -216,7 +217,7 @@ def runs_needed(methods: list) -> list:
     """The searches behind `methods`, in the order they must run: a derived rule needs its run,
     a random control the run whose evaluations it matches."""
     wanted = set(methods) | {DERIVED[m][0] for m in methods if m in DERIVED}
-    wanted |= {"paper" for m in wanted if m == "random_paper"} | {"large" for m in wanted if m == "random"}
+    wanted |= {"paper" for m in wanted if m in ("random_paper", "bagged")} | {"large" for m in wanted if m == "random"}
     return [m for m in SEARCHES if m in wanted and m != "joint"]
 
 

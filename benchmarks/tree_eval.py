@@ -10,12 +10,17 @@ memory. --save writes the per-item scores, so two builds (or two malloc settings
 MALLOC_MMAP_THRESHOLD_=33554432 to switch vit_space.core.malloc's heap reuse off) can be compared
 bit for bit with --compare. --compare-chunking scores every tree both in chunks (--chunk-units)
 and on whole groups in this one process, and reports both timings, the largest relative
-difference of the scores and whether the JCMs are identical.
+difference of the scores and whether the JCMs are identical. --from-run DIR scores the trees a
+search evaluated (its checkpoint's memo, in its order, one shared scalar memo as in the search)
+instead of random ones, and --profile N prints the N torch ops that took most CPU over them: where
+a search's evaluation time goes.
 
     python benchmarks/tree_eval.py [--space autoformer] [--archs 20] [--trees 80] [--threads 2]
         [--chunk-units auto|whole|N] [--save a.npy] [--compare b.npy] [--compare-chunking]
+        [--from-run runs/evolve] [--profile 20]
 """
 import argparse
+import contextlib
 import random
 import resource
 import sys
@@ -28,8 +33,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from deap import gp  # noqa: E402
 
+from gp.checkpoint import load_checkpoint  # noqa: E402
 from gp.run import split_evaluator  # noqa: E402
-from primitives import generate_tree  # noqa: E402
+from primitives import generate_tree, parse_formula  # noqa: E402
 from vit_space.setup_run import make_setup  # noqa: E402
 from vit_space.stats.terminals import vit_primitive_set  # noqa: E402
 
@@ -159,13 +165,21 @@ def main():
     p.add_argument("--compare", help="a .npy file written by --save: are the scores identical?")
     p.add_argument("--compare-chunking", action="store_true",
                    help="score every tree in chunks and on whole groups; compare the two")
+    p.add_argument("--from-run", help="a run's folder: score the trees its search evaluated, in "
+                   "its order (its --space and default data settings)")
+    p.add_argument("--profile", type=int, default=0, help="print the N ops with most CPU time")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     evaluator = split_evaluator(make_setup(space=args.space, archs=args.archs, quiet=True), args.split)
     table = evaluator.table.variant(args.chunk_units)
     pset, rng = vit_primitive_set(), random.Random(args.seed)
-    trees = [generate_tree(pset, 2, 5, rng) for _ in range(args.trees)]
+    if args.from_run:  # the memo's formulas, in the order the search met them
+        memo = load_checkpoint(Path(args.from_run) / "checkpoint.json")["memo"]
+        trees = [parse_formula(formula, pset) for formula, *_ in memo]
+        args.trees = len(trees)
+    else:
+        trees = [generate_tree(pset, 2, 5, rng) for _ in range(args.trees)]
     bandwidth = sum_bandwidth(table)
     floors = [bytes_read(table, tree) / bandwidth for tree in trees]
     units = [min(table.units_per_chunk(inputs), len(o)) for inputs, o in table.groups]
@@ -177,15 +191,19 @@ def main():
         print("note: the chunks are the whole groups (the automatic rule with several torch threads), "
               "so both paths are one; --chunk-units N compares chunks of N")
     (user0, sys0), wall0 = cpu_times(), time.perf_counter()
-    if args.compare_chunking:
-        scores = run_chunking(evaluator, table, args.chunk_units, trees, floors)
-    else:
-        scores = run_plain(table, trees, floors)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profile \
+            else contextlib.nullcontext() as prof:
+        if args.compare_chunking:
+            scores = run_chunking(evaluator, table, args.chunk_units, trees, floors)
+        else:
+            scores = run_plain(table, trees, floors)
     (user1, sys1), wall = cpu_times(), time.perf_counter() - wall0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     per = args.trees * (2 if args.compare_chunking else 1)
     print(f"per evaluation: {(user1 - user0) / per:.3f} s user + {(sys1 - sys0) / per:.3f} s "
           f"system CPU, {wall / per:.3f} s wall; peak RSS {peak:.2f} GiB")
+    if args.profile:  # the profiler's own overhead is in the times above
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
     if args.save:
         np.save(args.save, scores)
     if args.compare:

@@ -190,7 +190,8 @@ def evolve(s, config: SearchConfig, out: Path, resume: bool = False,
     write_json_atomic(out / "best.json", report)
     write_json_atomic(out / "pareto.json", [
         {"formula": str(ind), "jcm": ind.fitness.values[0], "size": len(ind)}
-        for ind in pareto_front([ind for one in searches for ind in one.state.population])])
+        # of a bagged run its answers (JCM on the whole part), not bags' resample JCMs mixed
+        for ind in pareto_front(candidates if bagged else searches[0].state.population)])
     return {"finished": True, **report}
 
 

@@ -31,7 +31,6 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
             "--cache", str(session_cache.root), "--results", str(tmp_path / "results"),
             "--runs", str(tmp_path / "runs"), "--quiet"]
     monkeypatch.setitem(BUDGETS, "paper", {"iters": 5, "pop": 6})
-    monkeypatch.setattr(discovery, "BAG_ITERS", 3)
     monkeypatch.setattr(discovery, "BAGS", 2)
     discovery.main(argv)
     path = tmp_path / "results" / "discovery-autoformer.json"
@@ -52,6 +51,8 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
             assert by[split, m]["beside_test_jcm"] == by[split, "paper"]["test_jcm"]
             assert by[split, m]["evaluations"] == by[split, "paper"]["evaluations"]
         assert len(by[split, "bagged"]["members"]) == 2
+        # each bag stops once its share is spent, at most one iteration's tries past it
+        assert by[split, "bagged"]["evaluations"] <= by[split, "paper"]["evaluations"] + discovery.BAGS * 10
         assert by[split, "bagged_params"]["members"] == by[split, "bagged"]["members"] + ["add(msa_numel, mlp_numel)"]
         for m in methods:
             r = by[split, m]
@@ -76,7 +77,7 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     assert "paper budget (a), best search JCM vs cross-validated choice of the same run: " in out
     assert ("ensemble (paper run, K = 5), ensemble of the hall of fame's best vs best "
             "search JCM of the same run: ") in out
-    assert "bagged (5 bags x 40 iterations) vs random search at the paper budget: " in out
+    assert "bagged (5 bags, the paper run's evaluations) vs random search at the paper budget: " in out
     assert by[0, "ensemble"]["formula"] is None and len(by[0, "ensemble"]["members"]) >= 1
     assert "on the 2 split(s) where every search finished (0, 1), mean test JCM: paper " in out
     # --ship: the rule picks the method from the rows, which is fitted again on every record

@@ -76,7 +76,8 @@ LABELS = {"paper": "paper budget (a)", "large": "large (b)", "random": "random s
           "random_paper": "random search at the paper budget",
           "ensemble": "ensemble (paper run, K = 5)", "ensemble_params": "ensemble + #params (paper run)",
           "bagged": "bagged (5 bags, the paper run's evaluations)", "bagged_params": "bagged + #params",
-          "joint": "joint (one tree, both spaces)", "baseline": "each split's best baseline"}
+          "joint": "joint (one tree, both spaces)", "baseline": "each split's best baseline",
+          "ceiling": "ceiling of the test parts"}
 # (b) against the control and Algorithm 1, Algorithm 1 against the control, and both (b) and the
 # control against the baselines: if random search beats them too, the lead is not evolution's;
 # each rule that averages against Algorithm 1, both random controls, (b) and the best baseline
@@ -449,6 +450,28 @@ def table(rows: list, space: str, ceilings: dict = None) -> str:
     return "\n".join(lines)
 
 
+def summary_table(found: dict) -> str:
+    """The README's table: per method and space, mean test JCM ± std over the split seeds it has
+    (how many in brackets) and its mean share of each split's test-part ceiling; `found`: space
+    -> (rows, ceilings or None)."""
+    spaces = list(found)
+    head = " | ".join(f"{space} | share" for space in spaces)
+    lines = ["every space: test JCM over split seeds (mean ± std, [splits]) and share of the "
+             "test-part ceiling", "", f"| method | {head} |",
+             "| --- |" + " --- | ---: |" * len(spaces)]
+    methods = [m for m in SEARCH_ORDER + ("baseline",) if any(test_jcms(rows, m) for rows, _ in found.values())]
+    for method in methods + ["ceiling"]:
+        cells = []
+        for rows, ceilings in found.values():
+            value = {s: c.value for s, c in (ceilings or {}).items()}
+            per = value if method == "ceiling" else test_jcms(rows, method)
+            shares = [per[s] / value[s] for s in per if value.get(s)]
+            cells.append(f"{_mean_std(list(per.values()))} [{len(per)}] | "
+                         + (f"{statistics.fmean(shares):.3f}" if shares else "-"))
+        lines.append(f"| {LABELS.get(method, method)} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 # --ship's rule, fixed before the final fit: the procedure with the highest test JCM averaged over
 # the splits that every candidate finished on every space, and over the spaces (each alike)
 SHIP_CANDIDATES = ("paper", "ensemble", "ensemble_params", "random_paper", "bagged", "bagged_params",
@@ -459,8 +482,8 @@ FIT = {"ensemble": ("paper", dict(choose="ensemble", ensemble=ENSEMBLE_SIZE)),  
 
 
 def shipped_method(rows_of: dict) -> tuple:
-    """(method, {method: mean test JCM over spaces and common splits}) by SHIP_CANDIDATES' rule;
-    `rows_of`: space -> its rows. Ties go to the earlier candidate (the cheaper procedure)."""
+    """(method, {method: mean test JCM over spaces and common splits}, the common splits) by
+    SHIP_CANDIDATES' rule; `rows_of`: space -> its rows. Ties go to the earlier candidate."""
     present = [m for m in SHIP_CANDIDATES if all(test_jcms(rows, m) for rows in rows_of.values())]
     if not present:
         raise BadInput("--ship: no method has rows in every space's results (expected finished "
@@ -568,6 +591,7 @@ def main(argv=None):
     if args.methods is None:
         args.methods = [m for m in METHODS if m != "joint" or len(args.spaces) > 1]
     if args.table:
+        found = {}
         for space in args.spaces:
             path = results_path(Path(args.results), space)
             if path.exists():
@@ -578,8 +602,11 @@ def main(argv=None):
                     ceilings = None
                     print(f"{space}: no ceilings ({exc})")
                 print(table(data["rows"], space, ceilings) + "\n")
+                found[space] = (data["rows"], ceilings)
             else:
                 print(f"{space}: no rows yet ({path})\n")
+        if len(found) > 1:
+            print(summary_table(found))
         return
     try:
         if args.ship:

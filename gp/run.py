@@ -1,8 +1,9 @@
 """One Auto-Prox search from data settings to result files: the library behind runners/evolve.py.
 
-Fitness is JCM on the search split only, and so is the final choice (best JCM, or the
-cross-validated choice of gp.choice); the test split is evaluated at the end, for the answer and
-the candidate reported beside it, and never seen by the search.
+Fitness is JCM on the search split only, and so is the final choice (best JCM, the
+cross-validated choice or the ensemble of gp.choice, or the bagged searches of gp.bagging); the
+test split is evaluated at the end, for the answer, the candidate reported beside it and every
+other rule's answer (best.json "rules"), and never seen by the search.
 """
 from __future__ import annotations
 
@@ -132,22 +133,8 @@ def evolve(s, config: SearchConfig, out: Path, resume: bool = False,
     if not finished:
         last = searches[stopped_bag] if bagged else searches[0]
         return {"finished": False, "iteration": last.state.iteration, **({"bag": stopped_bag} if bagged else {})}
-    if bagged:  # the bags' answers are the candidates; "best" is the one best on the whole part
-        bags = bag_rows(searches, search_eval)
-        answers = [as_individual(parse_formula(row["formula"], pset)) for row in bags]
-        # one member per bag (an answer found twice counts twice), #params beside them if asked
-        pool, size = answers, len(answers)
-        candidates = list({str(t): t for t in answers}.values())
-        for tree in candidates:
-            tree.fitness.values = (search_eval.evaluate(tree).jcm,)
-        best = max(candidates, key=lambda t: t.fitness.values[0])
-    else:
-        search = searches[0]
-        best = best_individual(search.state.population)
-        candidates = hall_of_fame(search.fitness.memo, search.fitness.phenotypes, pset, config.hof, first=best)
-        pool, size = candidates, config.ensemble
-    group = "bagged" if bagged else "ensemble"  # the rank-average rule of this run, and with #params
-    member_lists = {group: ensemble_members(pool, size), f"{group}+params": ensemble_members(pool, size, True)}
+    best, candidates, member_lists, bags = final_candidates(searches, search_eval, pset, config)
+    group = "bagged" if bagged else "ensemble"
     rows = cross_validate(search_eval, candidates, config.folds, config.seed)
     cv = cv_choice(rows)
     test_eval = None if search_part == "all" else part_evaluator(setups, "test", aggregate)
@@ -193,6 +180,29 @@ def evolve(s, config: SearchConfig, out: Path, resume: bool = False,
         # of a bagged run its answers (JCM on the whole part), not bags' resample JCMs mixed
         for ind in pareto_front(candidates if bagged else searches[0].state.population)])
     return {"finished": True, **report}
+
+
+def final_candidates(searches: list, search_eval, pset, config: SearchConfig) -> tuple:
+    """What the final rules choose from, on the search part alone: (Algorithm 1's answer, the
+    candidates of the cross-validated choice, {rank-average rule: its members}, the bags' rows
+    or None). A plain search: its best, its hall of fame, the hall of fame's K best; bagged: the
+    bag answer best on the whole part, the distinct bag answers, every bag's answer (one found
+    twice counts twice). Each rank-average rule also comes with #params as a member."""
+    if config.choose == "bagged":
+        bags = bag_rows(searches, search_eval)
+        answers = [as_individual(parse_formula(row["formula"], pset)) for row in bags]
+        candidates = list({str(t): t for t in answers}.values())
+        for tree in candidates:
+            tree.fitness.values = (search_eval.evaluate(tree).jcm,)
+        best = max(candidates, key=lambda t: t.fitness.values[0])
+        group, pool, size = "bagged", answers, len(answers)
+    else:
+        search, bags = searches[0], None
+        best = best_individual(search.state.population)
+        candidates = hall_of_fame(search.fitness.memo, search.fitness.phenotypes, pset, config.hof, first=best)
+        group, pool, size = "ensemble", candidates, config.ensemble
+    members = {group: ensemble_members(pool, size), f"{group}+params": ensemble_members(pool, size, True)}
+    return best, candidates, members, bags
 
 
 def rule_summary(answer: dict) -> dict:

@@ -119,3 +119,16 @@ def test_concurrent_appends_keep_every_row(tmp_path):
     rows = json.loads(path.read_text())["rows"]
     assert sorted((r["split_seed"], r["method"]) for r in rows) == sorted(
         (w, f"m{i}") for w in range(6) for i in range(10))
+
+
+def test_the_summary_table_is_each_methods_mean_over_its_splits_beside_the_ceiling():
+    from types import SimpleNamespace
+    discovery = load_discovery()
+    rows = {"autoformer": [{"split_seed": s, "method": "paper", "test_jcm": v, "search_jcm": 0.5}
+                           for s, v in ((0, 0.50), (1, 0.60))],
+            "pit": [{"split_seed": 0, "method": "paper", "test_jcm": 0.80, "search_jcm": 0.7}]}
+    ceilings = {"autoformer": {0: SimpleNamespace(value=0.625), 1: SimpleNamespace(value=0.75)},
+                "pit": {0: SimpleNamespace(value=0.80)}}
+    text = discovery.summary_table({space: (rows[space], ceilings[space]) for space in rows})
+    assert "| paper budget (a) | 0.550 ± 0.071 [2] | 0.800 | 0.800 ± 0.000 [1] | 1.000 |" in text
+    assert "| ceiling of the test parts | 0.688 ± 0.088 [2] | 1.000 | 0.800 ± 0.000 [1] | 1.000 |" in text

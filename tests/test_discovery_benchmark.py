@@ -132,3 +132,20 @@ def test_the_summary_table_is_each_methods_mean_over_its_splits_beside_the_ceili
     text = discovery.summary_table({space: (rows[space], ceilings[space]) for space in rows})
     assert "| paper budget (a) | 0.550 ± 0.071 [2] | 0.800 | 0.800 ± 0.000 [1] | 1.000 |" in text
     assert "| ceiling of the test parts | 0.688 ± 0.088 [2] | 1.000 | 0.800 ± 0.000 [1] | 1.000 |" in text
+
+
+def test_the_shipping_rule_averages_over_common_splits_and_spaces():
+    discovery = load_discovery()
+
+    def rows(values):
+        return [{"split_seed": s, "method": m, "test_jcm": v} for (m, s), v in values.items()]
+    rows_of = {"autoformer": rows({("paper", 0): 0.50, ("paper", 1): 0.60, ("bagged", 0): 0.58,
+                                   ("bagged", 1): 0.56, ("joint", 0): 0.9}),
+               "pit": rows({("paper", 0): 0.80, ("paper", 1): 0.80, ("bagged", 0): 0.79,
+                            ("bagged", 1): 0.79, ("bagged", 2): 0.10})}
+    method, means, common = discovery.shipped_method(rows_of)  # joint: no PiT row, not a candidate
+    assert common == [0, 1] and set(means) == {"paper", "bagged"}
+    assert means["paper"] == pytest.approx(0.675) and means["bagged"] == pytest.approx(0.68)
+    assert method == "bagged"
+    rows_of["autoformer"][-2]["test_jcm"] = 0.54  # bagged 0.58, 0.54 -> mean 0.675: a tie
+    assert discovery.shipped_method(rows_of)[0] == "paper"  # ties go to the earlier candidate

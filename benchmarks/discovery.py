@@ -123,16 +123,29 @@ def done(rows: list, split: int, method: str) -> bool:
     return any(r["split_seed"] == split and r["method"] == method for r in rows)
 
 
-def search_row(options, split: int, method: str, config, runs: Path) -> dict:
-    """One search in a fresh process (spawned: nothing of this one is copied), so the memory of
-    its statistics goes back to the system when it ends; it resumes from its checkpoint if cut
-    short before. `options`: make_setup's keywords, or a list of them (one search of several
-    spaces). Returns the run's best.json with where it lies ("out")."""
-    space = "joint" if isinstance(options, list) else options["space"]
-    out = runs / space / f"split{split}" / method
+def search_options(args, space: str, split: int) -> dict:
+    """make_setup's keywords for one space and split seed, from the benchmark's flags."""
+    return dict(space=space, split_seed=split, archs=args.archs, img_size=args.img_size,
+                batch_size=args.batch_size, datasets=args.datasets, cache=args.cache,
+                quiet=args.quiet, backend="sequential")
+
+
+def spawned_search(options, config, out: Path, search_part: str = "split") -> dict:
+    """evolve_with_options in a fresh process (spawned: nothing of this one is copied), so the
+    memory of its statistics goes back to the system when it ends; it resumes from its
+    checkpoint in OUT if cut short before. `options`: make_setup's keywords, or a list of them
+    (one search of several spaces)."""
     out.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        result = pool.submit(evolve_with_options, options, config, out, True).result()
+        return pool.submit(evolve_with_options, options, config, out, True, search_part).result()
+
+
+def search_row(options, split: int, method: str, config, runs: Path) -> dict:
+    """One search of the protocol (spawned_search) under runs/<space or joint>/split<N>/<method>:
+    its best.json with where it lies ("out")."""
+    space = "joint" if isinstance(options, list) else options["space"]
+    out = runs / space / f"split{split}" / method
+    result = spawned_search(options, config, out)
     return {**result, "out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)}
 
 
@@ -291,9 +304,7 @@ def run(args) -> None:
     results.mkdir(parents=True, exist_ok=True)
     scores_of = {}
     for split in args.splits:
-        options = [dict(space=space, split_seed=split, archs=args.archs, img_size=args.img_size,
-                        batch_size=args.batch_size, datasets=args.datasets, cache=args.cache,
-                        quiet=args.quiet, backend="sequential") for space in args.spaces]
+        options = [search_options(args, space, split) for space in args.spaces]
         setups = [make_setup(**o) for o in options]
         for setup, o in zip(setups, options):
             run_searches(setup, o, split, args.methods, results, runs)
@@ -512,16 +523,13 @@ def protocol_figures(rows: list, method: str) -> dict:
     return out
 
 
-def final_fit(method: str, spaces: list, args, runs: Path) -> dict:
+def final_fit(method: str, spaces: list, args, runs: Path, rows_of: dict) -> dict:
     """The method's search with every record of the space(s) as its search part (no test part),
-    seed 0: space -> best.json. A joint method fits one tree on all spaces at once."""
+    seed 0: space -> best.json. A joint method fits one tree on all spaces at once; `rows_of`:
+    space -> its discovery rows (the budgets some methods take from them)."""
     run_method, overrides = FIT.get(method, (method, {}))
-    options = [dict(space=space, split_seed=0, archs=args.archs, img_size=args.img_size,
-                    batch_size=args.batch_size, datasets=args.datasets, cache=args.cache,
-                    quiet=args.quiet, backend="sequential") for space in spaces]
-    results = Path(args.results)
-    rows = {space: load_rows_any(results_path(results, space)) for space in spaces}
-    config_rows = rows[spaces[0]]
+    options = [search_options(args, space, 0) for space in spaces]
+    config_rows = rows_of[spaces[0]]
     if method == "random_paper":  # as many evaluations as the paper budget spent on average
         evals = round(statistics.fmean(r["evaluations"] for r in config_rows if r["method"] == "paper"))
         config = budget_config("paper", strategy="random", evals=evals, seed=0)
@@ -533,10 +541,7 @@ def final_fit(method: str, spaces: list, args, runs: Path) -> dict:
     fits = {}
     for group in groups:
         out = runs / ("joint" if method == "joint" else group[0]["space"]) / "all" / method
-        out.mkdir(parents=True, exist_ok=True)
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            best = pool.submit(evolve_with_options, group if method == "joint" else group[0],
-                               config, out, True, "all").result()
+        best = spawned_search(group if method == "joint" else group[0], config, out, "all")
         for o in group:
             fits[o["space"]] = best
     return fits
@@ -555,7 +560,7 @@ def ship(args) -> list:
     print(f"--ship: {method} (mean test JCM over {len(common)} common split(s) and {len(spaces)} "
           f"space(s): " + ", ".join(f"{m} {v:.4f}" for m, v in sorted(means.items(), key=lambda kv: -kv[1]))
           + ")", flush=True)
-    fits = final_fit(method, spaces, args, Path(args.runs))
+    fits = final_fit(method, spaces, args, Path(args.runs), rows_of)
     written = []
     for space in spaces:
         target = results / f"autoprox-{space}.json"

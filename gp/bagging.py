@@ -107,7 +107,7 @@ def bagged_history(searches: list) -> list:
             for record in s.state.history]
 
 
-def first_checkpoint(out: Path) -> Path:
-    """What --resume of a bagged run checks first."""
-    return bag_dir(out, 0) / "checkpoint.json"
+def first_checkpoint(out: Path, config: SearchConfig) -> Path:
+    """The checkpoint --resume of a run in OUT checks first: the search's, or a bagged run's first bag's."""
+    return bag_dir(out, 0) / "checkpoint.json" if config.choose == "bagged" else Path(out) / "checkpoint.json"
 

@@ -105,9 +105,7 @@ def evolve(s, config: SearchConfig, out: Path, resume: bool = False,
     identity = {"search": asdict(config), "data": data_identity(s, aggregate, search_part)}
     bagged = config.choose == "bagged"
     if resume:  # a missing, damaged or foreign checkpoint fails before any extraction
-        first, expected = (first_checkpoint(out), {**identity, "bag": 0}) if bagged else \
-            (out / "checkpoint.json", identity)
-        Search.load_resumable(first, expected)
+        Search.load_resumable(first_checkpoint(out, config), {**identity, "bag": 0} if bagged else identity)
     search_name = "all" if search_part == "all" else "search"
     for one in setups if search_part != "all" else []:  # the test part is scored at the end: validate it now
         test_indices = one.bench.split("test", one.split_seed)
@@ -232,8 +230,7 @@ def evolve_with_options(options, config: SearchConfig, out: Path, resume: bool =
     from vit_space.core.errors import BadInput
     from vit_space.setup_run import make_setup
     setup = [make_setup(**o) for o in options] if isinstance(options, list) else make_setup(**options)
-    checkpoint = first_checkpoint(out) if config.choose == "bagged" else Path(out) / "checkpoint.json"
-    if resume and checkpoint.exists():
+    if resume and first_checkpoint(out, config).exists():
         try:
             return evolve(setup, config, Path(out), resume=True, search_part=search_part)
         except BadInput:

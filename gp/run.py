@@ -131,19 +131,43 @@ def evolve(s, config: SearchConfig, out: Path, resume: bool = False,
     if not finished:
         last = searches[stopped_bag] if bagged else searches[0]
         return {"finished": False, "iteration": last.state.iteration, **({"bag": stopped_bag} if bagged else {})}
-    best, candidates, member_lists, bags = final_candidates(searches, search_eval, pset, config)
-    group = "bagged" if bagged else "ensemble"
-    rows = cross_validate(search_eval, candidates, config.folds, config.seed)
-    cv = cv_choice(rows)
     test_eval = None if search_part == "all" else part_evaluator(setups, "test", aggregate)
     ceilings["test"] = part_ceiling(test_eval) if test_eval else None
+    answers, candidates = final_answers(searches, {"search": search_eval, "test": test_eval}, ceilings,
+                                        pset, config)
+    report = {
+        **answers["chosen"], "space": spaces, "choice": config.choose,
+        "search_part": "every record (no test part)" if search_part == "all" else "the 60% search split",
+        "config": {**asdict(config), **data_identity(s, aggregate, search_part), "device": setups[0].device},
+        "beside": answers["beside"],
+        "evaluations": sum(len(one.memo) for one in searches),
+        "evaluations_this_run": sum(one.fitness.evaluations for one in searches),
+        "stopped": searches[-1].stop_reason(), "iterations": sum(one.state.iteration for one in searches),
+        "seconds": round(seconds, 2),
+        "seconds_this_run": round(seconds_this_run, 2), "rejects": _summed_rejects(searches),
+        "hall_of_fame": answers["hall_of_fame"], **({"bags": answers["bags"]} if bagged else {}),
+        # every rule's answer from this one search, so a benchmark compares rules on equal terms
+        "rules": answers["rules"],
+    }
+    write_json_atomic(out / "best.json", report)
+    write_json_atomic(out / "pareto.json", [
+        {"formula": str(ind), "jcm": ind.fitness.values[0], "size": len(ind)}
+        # of a bagged run its answers (JCM on the whole part), not bags' resample JCMs mixed
+        for ind in pareto_front(candidates if bagged else searches[0].state.population)])
+    return {"finished": True, **report}
 
-    chosen = f"{group}+params" if config.choose == group and config.with_params else config.choose
+
+def final_answers(searches: list, parts: dict, ceilings: dict, pset, config: SearchConfig) -> tuple:
+    """Every final rule's answer from a finished search, each scored once on the search part and
+    the test part (parts["test"] None: none); returns ({"chosen": the rule config.choose names,
+    "beside": the rule reported beside it, "rules": each rule in brief, "hall_of_fame": the
+    cross-validation rows, "bags": the bags' rows or None}, the candidates)."""
+    best, candidates, member_lists, bags = final_candidates(searches, parts["search"], pset, config)
+    rows = cross_validate(parts["search"], candidates, config.folds, config.seed)
+    cv = cv_choice(rows)
     answers_of: dict = {}
 
     def scored(rule: str) -> dict:
-        """The answer of a final-choice rule (best, cv or a key of member_lists), on the search
-        part and the test part (if any); each rule is scored once."""
         if rule in answers_of:
             return answers_of[rule]
         if rule in member_lists:
@@ -152,32 +176,17 @@ def evolve(s, config: SearchConfig, out: Path, resume: bool = False,
         else:
             tree = best if rule == "best" else parse_formula(cv["formula"], pset)
             answer, result = {"formula": str(tree)}, lambda e: e.evaluate(tree)
-        for part, e in (("search", search_eval), ("test", test_eval)):
+        for part, e in parts.items():
             answer[part] = part_json(e, result(e), ceilings[part]) if e else None
         answers_of[rule] = answer
         return answer
 
+    group = "bagged" if config.choose == "bagged" else "ensemble"
+    chosen = f"{group}+params" if config.choose == group and config.with_params else config.choose
     beside = "cv" if config.choose == "best" else "best"
-    report = {
-        **scored(chosen), "space": spaces, "choice": config.choose,
-        "search_part": "every record (no test part)" if search_part == "all" else "the 60% search split",
-        "config": {**asdict(config), **data_identity(s, aggregate, search_part), "device": setups[0].device},
-        "beside": {"rule": beside, **scored(beside)},
-        "evaluations": sum(len(one.memo) for one in searches),
-        "evaluations_this_run": sum(one.fitness.evaluations for one in searches),
-        "stopped": searches[-1].stop_reason(), "iterations": sum(one.state.iteration for one in searches),
-        "seconds": round(seconds, 2),
-        "seconds_this_run": round(seconds_this_run, 2), "rejects": _summed_rejects(searches), "hall_of_fame": rows,
-        **({"bags": bags} if bagged else {}),
-        # every rule's answer from this one search, so a benchmark compares rules on equal terms
-        "rules": {rule: rule_summary(scored(rule)) for rule in ("best", "cv", *member_lists)},
-    }
-    write_json_atomic(out / "best.json", report)
-    write_json_atomic(out / "pareto.json", [
-        {"formula": str(ind), "jcm": ind.fitness.values[0], "size": len(ind)}
-        # of a bagged run its answers (JCM on the whole part), not bags' resample JCMs mixed
-        for ind in pareto_front(candidates if bagged else searches[0].state.population)])
-    return {"finished": True, **report}
+    return {"chosen": scored(chosen), "beside": {"rule": beside, **scored(beside)},
+            "rules": {rule: rule_summary(scored(rule)) for rule in ("best", "cv", *member_lists)},
+            "hall_of_fame": rows, "bags": bags}, candidates
 
 
 def final_candidates(searches: list, search_eval, pset, config: SearchConfig) -> tuple:

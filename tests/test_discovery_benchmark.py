@@ -1,5 +1,6 @@
 """benchmarks/discovery.py on tiny settings: rows per split and method, random search with the
 large budget's evaluations, resumable (finished rows are never redone), and the table."""
+import importlib
 import importlib.util
 import json
 import re
@@ -19,6 +20,13 @@ def load_discovery():
     return module
 
 
+def discovery_module(name: str):
+    """benchmarks/discovery_<name>.py, the script's part of that name (once the script is loaded,
+    the repository root is on the path)."""
+    load_discovery()
+    return importlib.import_module(f"benchmarks.discovery_{name}")
+
+
 BASELINES_HERE = ["params", "nwot"]  # two of the benchmark's baselines: one count, one data-dependent
 
 
@@ -35,7 +43,8 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
             "--cache", str(session_cache.root), "--results", str(tmp_path / "results"),
             "--runs", str(tmp_path / "runs"), "--quiet", "--baselines", *BASELINES_HERE]
     monkeypatch.setitem(BUDGETS, "paper", {"iters": 5, "pop": 6})
-    monkeypatch.setattr(discovery, "BAGS", 2)
+    methods_module = discovery_module("methods")
+    monkeypatch.setattr(methods_module, "BAGS", 2)
     def both_splits():  # every method on split 0, two on split 1 (time)
         discovery.main(argv + ["--splits", "0"])
         discovery.main(argv + ["--splits", "1", "--methods", "paper", "baselines"])
@@ -59,7 +68,7 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
             assert by[split, m]["evaluations"] == by[split, "paper"]["evaluations"]
         assert len(by[split, "bagged"]["members"]) == 2
         # each bag stops once its share is spent, at most one iteration's tries past it
-        assert by[split, "bagged"]["evaluations"] <= by[split, "paper"]["evaluations"] + discovery.BAGS * 10
+        assert by[split, "bagged"]["evaluations"] <= by[split, "paper"]["evaluations"] + methods_module.BAGS * 10
         assert by[split, "bagged_params"]["members"] == by[split, "bagged"]["members"] + ["add(msa_numel, mlp_numel)"]
         for m in methods:
             r = by[split, m]
@@ -94,7 +103,7 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     # --ship: the rule picks the method from the rows, which is fitted again on every record
     discovery.main(argv + ["--ship"])
     shipped = json.loads((tmp_path / "results" / "autoprox-autoformer.json").read_text())
-    candidates = [m for m in discovery.SHIP_CANDIDATES if (0, m) in by]  # split 0: the common one
+    candidates = [m for m in discovery_module("ship").SHIP_CANDIDATES if (0, m) in by]  # split 0: the common one
     means = {m: by[0, m]["test_jcm"] for m in candidates}
     top = max(means.values())
     method = next(m for m in candidates if means[m] == top)  # ties: the earlier candidate
@@ -136,19 +145,18 @@ def test_concurrent_appends_keep_every_row(tmp_path):
 
 def test_the_summary_table_is_each_methods_mean_over_its_splits_beside_the_ceiling():
     from types import SimpleNamespace
-    discovery = load_discovery()
     rows = {"autoformer": [{"split_seed": s, "method": "paper", "test_jcm": v, "search_jcm": 0.5}
                            for s, v in ((0, 0.50), (1, 0.60))],
             "pit": [{"split_seed": 0, "method": "paper", "test_jcm": 0.80, "search_jcm": 0.7}]}
     ceilings = {"autoformer": {0: SimpleNamespace(value=0.625), 1: SimpleNamespace(value=0.75)},
                 "pit": {0: SimpleNamespace(value=0.80)}}
-    text = discovery.summary_table({space: (rows[space], ceilings[space]) for space in rows})
+    text = discovery_module("tables").summary_table({space: (rows[space], ceilings[space]) for space in rows})
     assert "| paper budget (a) | 0.550 ± 0.071 [2] | 0.800 | 0.800 ± 0.000 [1] | 1.000 |" in text
     assert "| ceiling of the test parts | 0.688 ± 0.088 [2] | 1.000 | 0.800 ± 0.000 [1] | 1.000 |" in text
 
 
 def test_the_shipping_rule_averages_over_common_splits_and_spaces():
-    discovery = load_discovery()
+    ship = discovery_module("ship")
 
     def rows(values):
         return [{"split_seed": s, "method": m, "test_jcm": v} for (m, s), v in values.items()]
@@ -156,9 +164,9 @@ def test_the_shipping_rule_averages_over_common_splits_and_spaces():
                                    ("bagged", 1): 0.56, ("joint", 0): 0.9}),
                "pit": rows({("paper", 0): 0.80, ("paper", 1): 0.80, ("bagged", 0): 0.79,
                             ("bagged", 1): 0.79, ("bagged", 2): 0.10})}
-    method, means, common = discovery.shipped_method(rows_of)  # joint: no PiT row, not a candidate
+    method, means, common = ship.shipped_method(rows_of)  # joint: no PiT row, not a candidate
     assert common == [0, 1] and set(means) == {"paper", "bagged"}
     assert means["paper"] == pytest.approx(0.675) and means["bagged"] == pytest.approx(0.68)
     assert method == "bagged"
     rows_of["autoformer"][-2]["test_jcm"] = 0.54  # bagged 0.58, 0.54 -> mean 0.675: a tie
-    assert discovery.shipped_method(rows_of)[0] == "paper"  # ties go to the earlier candidate
+    assert ship.shipped_method(rows_of)[0] == "paper"  # ties go to the earlier candidate

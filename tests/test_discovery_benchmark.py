@@ -56,23 +56,23 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     assert sorted((r["split_seed"], r["method"]) for r in rows) == sorted(
         [(0, m) for m in methods] + [(1, m) for m in ["paper", *BASELINES_HERE]])
     by = {(r["split_seed"], r["method"]): r for r in rows}
-    for split in (0,):
-        assert by[split, "random"]["evaluations"] == by[split, "large"]["evaluations"] >= 30
-        assert by[split, "random"]["stopped"] == "evaluations"
-        assert by[split, "large"]["stopped"] in ("evaluations", "patience")
-        assert by[split, "random_paper"]["evaluations"] == by[split, "paper"]["evaluations"]
-        # derived rows: the paper run's other rules, the same search
-        for m, rule in (("ensemble", "ensemble"), ("ensemble_params", "ensemble+params")):
-            assert by[split, m]["choice"] == rule and by[split, m]["derived_from"] == "paper"
-            assert by[split, m]["beside_test_jcm"] == by[split, "paper"]["test_jcm"]
-            assert by[split, m]["evaluations"] == by[split, "paper"]["evaluations"]
-        assert len(by[split, "bagged"]["members"]) == 2
-        # each bag stops once its share is spent, at most one iteration's tries past it
-        assert by[split, "bagged"]["evaluations"] <= by[split, "paper"]["evaluations"] + methods_module.BAGS * 10
-        assert by[split, "bagged_params"]["members"] == by[split, "bagged"]["members"] + ["add(msa_numel, mlp_numel)"]
-        for m in methods:
-            r = by[split, m]
-            assert -1 <= r["test_jcm"] <= 1 and 0 <= r["test_tied"] <= 1 and 0 <= r["search_tied"] <= 1
+    split = 0  # every method ran on split 0
+    assert by[split, "random"]["evaluations"] == by[split, "large"]["evaluations"] >= 30
+    assert by[split, "random"]["stopped"] == "evaluations"
+    assert by[split, "large"]["stopped"] in ("evaluations", "patience")
+    assert by[split, "random_paper"]["evaluations"] == by[split, "paper"]["evaluations"]
+    # derived rows: the paper run's other rules, the same search
+    for m, rule in (("ensemble", "ensemble"), ("ensemble_params", "ensemble+params")):
+        assert by[split, m]["choice"] == rule and by[split, m]["derived_from"] == "paper"
+        assert by[split, m]["beside_test_jcm"] == by[split, "paper"]["test_jcm"]
+        assert by[split, m]["evaluations"] == by[split, "paper"]["evaluations"]
+    assert len(by[split, "bagged"]["members"]) == 2
+    # each bag stops once its share is spent, at most one iteration's tries past it
+    assert by[split, "bagged"]["evaluations"] <= by[split, "paper"]["evaluations"] + methods_module.BAGS * 10
+    assert by[split, "bagged_params"]["members"] == by[split, "bagged"]["members"] + ["add(msa_numel, mlp_numel)"]
+    for m in methods:
+        r = by[split, m]
+        assert -1 <= r["test_jcm"] <= 1 and 0 <= r["test_tied"] <= 1 and 0 <= r["search_tied"] <= 1
     for r in rows:
         assert -1 <= r["test_jcm"] <= 1 and 0 <= r["test_tied"] <= 1 and 0 <= r["search_tied"] <= 1
     # another split, another search and test part

@@ -3,9 +3,10 @@ read off them, the baselines, and how one search of a method is configured and r
 process, resuming from its checkpoint)."""
 from __future__ import annotations
 
+import multiprocessing
+import statistics
 from pathlib import Path
 
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 from gp.budgets import BUDGETS, budget_config
@@ -44,20 +45,22 @@ def spawned_search(options, config, out: Path, search_part: str = "split") -> di
         return pool.submit(evolve_with_options, options, config, out, True, search_part).result()
 
 
-def method_config(method: str, split: int, rows: list):
-    """The SearchConfig of a search method on split `split` (`rows`: the space's rows so far)."""
+def method_config(method: str, split, rows: list):
+    """The SearchConfig of a search method on split `split` (`rows`: the space's rows so far);
+    split None: the fit on every record (seed 0), whose budgets are the mean over the splits."""
     def evaluations_of(source: str, default: int) -> int:
-        found = [r for r in rows if r["split_seed"] == split and r["method"] == source]
-        return found[0]["evaluations"] if found else default
+        found = [r["evaluations"] for r in rows if r["method"] == source and split in (None, r["split_seed"])]
+        return round(statistics.fmean(found)) if found else default
+    seed = 0 if split is None else split
     if method == "random":  # as many evaluations as the large budget spent here
         return budget_config("large", strategy="random", evals=evaluations_of("large", BUDGETS["large"]["evals"]),
-                             seed=split)
+                             seed=seed)
     if method == "random_paper":  # as many evaluations as the paper budget spent here
-        return budget_config("paper", strategy="random", evals=evaluations_of("paper", 450), seed=split)
+        return budget_config("paper", strategy="random", evals=evaluations_of("paper", 450), seed=seed)
     if method == "bagged":  # the paper run's evaluations here, shared out among the bags
         return budget_config("paper", choose="bagged", bags=BAGS, evals=evaluations_of("paper", 450) // BAGS,
-                             seed=split)
-    config = budget_config("large" if method == "large" else "paper", seed=split)
+                             seed=seed)
+    config = budget_config("large" if method == "large" else "paper", seed=seed)
     if method in ("paper", "joint"):
         config.checkpoint_every = 50
     return config

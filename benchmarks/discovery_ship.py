@@ -6,7 +6,6 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from gp.budgets import budget_config
 from vit_space.core.atomic import write_json_atomic
 from vit_space.core.errors import BadInput
 from benchmarks.discovery_methods import ENSEMBLE_SIZE, method_config, search_options, spawned_search
@@ -59,14 +58,9 @@ def final_fit(method: str, spaces: list, args, runs: Path, rows_of: dict) -> dic
     space -> its discovery rows (the budgets some methods take from them)."""
     run_method, overrides = FIT.get(method, (method, {}))
     options = [search_options(args, space, 0) for space in spaces]
-    config_rows = rows_of[spaces[0]]
-    if method == "random_paper":  # as many evaluations as the paper budget spent on average
-        evals = round(statistics.fmean(r["evaluations"] for r in config_rows if r["method"] == "paper"))
-        config = budget_config("paper", strategy="random", evals=evals, seed=0)
-    else:
-        config = method_config(run_method, 0, config_rows)
-        for name, value in overrides.items():
-            setattr(config, name, value)
+    config = method_config(run_method, None, rows_of[spaces[0]])  # budgets: the splits' mean
+    for name, value in overrides.items():
+        setattr(config, name, value)
     groups = [options] if method == "joint" else [[o] for o in options]
     fits = {}
     for group in groups:

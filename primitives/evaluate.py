@@ -70,17 +70,31 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
             return local[key], end
         if memo is not None and key in memo:
             return memo[key], end
-        args, nxt = [], index + 1
+        fn, args, nxt = pset.context[node.name], [], index + 1
         for _ in range(node.arity):
-            value, nxt = walk(nxt)
+            if getattr(fn, "shape_only", False):  # e.g. numel: its argument's shape, not its values
+                value, nxt = _first_unit_expanded(tree, pset, values, nxt, units)
+            else:
+                value, nxt = walk(nxt)
             args.append(value)
-        result = pset.context[node.name](*args)
+        result = fn(*args)
         if counts[key] > 1:
             local[key] = result
         if memo is not None:
             memo[key] = result
         return result, nxt
 
+    units = next(iter(inputs.values())).shape[0]
     with torch.no_grad():
         result, _ = walk(0)
     return result
+
+
+def _first_unit_expanded(tree, pset, values: dict, start: int, units: int) -> tuple:
+    """(The subtree at `start` computed on the first unit only and expanded, a view, to `units`;
+    where the subtree ends): what an op that reads only its argument's shape needs, since every
+    op acts within one unit and all units of a group share their shapes."""
+    end = tree.searchSubtree(start).stop
+    first = {name: value[:1] for name, value in values.items()}
+    value = evaluate_tree(gp.PrimitiveTree(tree[start:end]), pset, first)
+    return value.expand(units, *value.shape[1:]), end

@@ -8,9 +8,17 @@ An op may work in place only on a tensor it made itself (its inputs may be the s
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
 import torch
 
 EPS = 1e-8
+# torch runs a batched CPU eigvalsh or Cholesky one matrix after another on one core whatever its
+# thread count (891 Grams of 64 x 64: 111 ms with 1 or 2 threads); a batch of at least this many
+# matrices is split over torch's threads instead: each matrix goes through the same LAPACK call,
+# so the values are the same bits (2 Python threads: 57 ms)
+SPLIT_BATCH_FROM = 64
 
 
 def _units(x: torch.Tensor) -> torch.Tensor:
@@ -25,6 +33,24 @@ def _safe_denominator(x: torch.Tensor) -> torch.Tensor:
 def _rows(x: torch.Tensor) -> torch.Tensor:
     """View as a batch of matrices (units, rows, features)."""
     return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+@lru_cache(maxsize=None)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="primitives-lapack")
+
+
+def _per_matrix(fn, m: torch.Tensor):
+    """fn(m) for a batched linear-algebra call that torch loops over serially on the CPU: with
+    several torch threads, parts of the batch run in parallel (torch drops the GIL inside the
+    call) and are joined again; fn may return a tensor or a tuple of tensors."""
+    workers = torch.get_num_threads()
+    if m.device.type != "cpu" or workers < 2 or len(m) < SPLIT_BATCH_FROM:
+        return fn(m)
+    parts = list(_pool(workers).map(fn, torch.tensor_split(m, workers)))
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(column) for column in zip(*parts))
+    return torch.cat(parts)
 
 
 def _finite_or_nan(x: torch.Tensor, fn) -> torch.Tensor:
@@ -100,7 +126,16 @@ def mean(x): return _units(x).mean(dim=1)
 def mean_abs(x): return _units(x).abs().mean(dim=1)
 def rms(x): return _units(x).pow(2).mean(dim=1).sqrt()
 def std(x): return _units(x).std(dim=1, correction=0)
-def numel(x): return torch.full((x.shape[0],), float(_units(x).shape[1]), dtype=x.dtype, device=x.device)
+def numel(x):
+    """The per-unit element count: it reads x's shape only, so an evaluator may hand it a view
+    of x's first unit expanded to every unit (`shape_only`) instead of computing x."""
+    size = 1
+    for n in x.shape[1:]:
+        size *= n
+    return torch.full((x.shape[0],), float(size), dtype=x.dtype, device=x.device)
+
+
+numel.shape_only = True
 
 
 def _small_gram(m: torch.Tensor) -> torch.Tensor:
@@ -112,7 +147,7 @@ def nuclear(x):
     """Sum of singular values, as the square roots of the eigenvalues of the smaller Gram
     matrix: a symmetric eigenproblem of size min(rows, features), far cheaper than an SVD."""
     def fn(m):
-        eig = torch.linalg.eigvalsh(_small_gram(m.to(torch.float64)))
+        eig = _per_matrix(torch.linalg.eigvalsh, _small_gram(m.to(torch.float64)))
         return eig.clamp(min=0).sqrt().sum(dim=-1).to(m.dtype)
     return _finite_or_nan(_rows(x), fn)
 
@@ -126,7 +161,7 @@ def logdet_gram(x):
         m64 = m.to(torch.float64)  # float32 rounding would swamp eps on a singular Gram
         g = m64 @ m64.transpose(1, 2) / m.shape[-1]
         eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
-        chol, info = torch.linalg.cholesky_ex(g + eps * eye)
+        chol, info = _per_matrix(torch.linalg.cholesky_ex, g + eps * eye)
         value = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(dim=-1)
         return torch.where(info == 0, value, torch.full_like(value, float("nan"))).to(m.dtype)
     return _finite_or_nan(_rows(x), fn)

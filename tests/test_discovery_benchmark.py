@@ -170,3 +170,17 @@ def test_the_shipping_rule_averages_over_common_splits_and_spaces():
     assert method == "bagged"
     rows_of["autoformer"][-2]["test_jcm"] = 0.54  # bagged 0.58, 0.54 -> mean 0.675: a tie
     assert ship.shipped_method(rows_of)[0] == "paper"  # ties go to the earlier candidate
+
+
+def test_budgets_of_a_split_are_its_own_and_of_the_fit_the_splits_mean():
+    methods = discovery_module("methods")
+    rows = [{"split_seed": s, "method": m, "evaluations": e}
+            for (m, s), e in {("paper", 0): 440, ("paper", 1): 461, ("large", 0): 1500, ("large", 1): 1200}.items()]
+    for method, by_split, fit in (("random_paper", {0: 440, 1: 461}, 450), ("random", {0: 1500, 1: 1200}, 1350),
+                                  ("bagged", {0: 440 // 5, 1: 461 // 5}, 450 // 5)):
+        for split, evals in by_split.items():
+            config = methods.method_config(method, split, rows)
+            assert (config.evals, config.seed) == (evals, split), method
+        config = methods.method_config(method, None, rows)
+        assert (config.evals, config.seed) == (fit, 0), method
+    assert methods.method_config("random_paper", 2, rows).evals == 450  # no paper row: the default

@@ -1,6 +1,10 @@
 """Discovery operators on their own (issue 10): phenotype duplicates, typed crossover within the
 node limit, parsimony, NSGA-II survival and front, budgets, folds, and the one tie-break rule."""
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -83,6 +87,33 @@ def test_crossover_keeps_types_and_the_node_limit():
         assert len(child) <= max(15, len(a))  # over the limit: a copy of its parent instead
         swapped += str(child) not in (a_text, b_text)
     assert swapped > 30  # (65 with these seeds: many of the pairs exceed 15 nodes)
+
+
+SEEDED_CROSSOVERS = """
+import random
+from primitives import parse_formula
+from vit_space.stats.terminals import vit_primitive_set
+from gp.crossover import make_crossover
+pset, cross = vit_primitive_set(), make_crossover(60)
+a = parse_formula("add(nuclear(msa_w), std(mul(mlp_a, sqrt(mlp_a))))", pset)
+b = parse_formula("sub(l1(mlp_a), mean(matmul(gram(msa_w), msa_g)))", pset)
+for seed in range(40):
+    random.seed(seed)
+    print(cross(a, b))
+"""
+
+
+def test_seeded_crossover_does_not_depend_on_the_process_memory_layout():
+    """Two parents with three types in common, crossed over under 40 seeds in processes whose
+    environments differ in size (which moves the type classes' addresses, the order of a set of
+    them, and so DEAP's own cxOnePoint's choice): the same children in every process."""
+    root = Path(__file__).resolve().parents[1]
+    outputs = {subprocess.run([sys.executable, "-c", SEEDED_CROSSOVERS], cwd=root, check=True,
+                              capture_output=True, text=True, env={**os.environ, "PAD": "x" * pad}).stdout
+               for pad in (0, 5, 40)}
+    assert len(outputs) == 1
+    children = outputs.pop().splitlines()
+    assert len(children) == 40 and len(set(children)) > 5  # several swaps of several types
 
 
 def test_parsimony_prefers_the_smaller_tree_within_the_tolerance():

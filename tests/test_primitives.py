@@ -554,3 +554,60 @@ def test_fast_forms_equal_the_plain_definitions_bit_for_bit(case):
         assert _same_bits(ops.ELEMENTWISE_UNARY[name](x), expected), (case, name)
     assert _same_bits(ops._safe_denominator(x), plain_denominator), case
     assert _same_bits(ops.div(x.flip(0), x), x.flip(0) / plain_denominator), case
+
+
+# ------------------------------------------------------------------ cheaper paths, same bits
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_linear_algebra_split_over_threads_gives_the_serial_bits(two_threads, monkeypatch):
+    """A batch large enough to be split over torch's threads gets the values of one matrix at a
+    time (the same LAPACK call per matrix), NaN units included."""
+    batches = []
+    for name in ("eigvalsh", "cholesky_ex"):
+        fn = getattr(torch.linalg, name)
+        monkeypatch.setattr(torch.linalg, name, (lambda f: lambda m: batches.append(len(m)) or f(m))(fn))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(ops.SPLIT_BATCH_FROM + 37, 6, 9, generator=g)
+    x[5, 0, 0] = float("nan")
+    x[-1, 2, 3] = float("inf")
+    x[40] = 2.0 ** 50  # a failing Cholesky in the second part
+    for fn in (ops.nuclear, ops.logdet_gram):
+        split = fn(x)
+        one_by_one = torch.cat([fn(x[i:i + 1]) for i in range(len(x))])
+        assert _same_bits(split, one_by_one), fn.__name__
+        assert torch.isnan(split[[5, -1]]).all() and torch.isfinite(split[:5]).all(), fn.__name__
+    assert torch.isnan(ops.logdet_gram(x)[40]) and torch.isfinite(ops.nuclear(x)[40])
+    assert max(batches) == (len(x) + 1) // 2  # it was split, in two parts
+
+
+def test_numel_reads_only_its_arguments_shape(pset):
+    """numel(subtree) is computed from the subtree on the first unit only (the other units are
+    never touched) and equals numel of the whole subtree's value, invalid units included."""
+    inputs = _tree_inputs(4, 5, 3, "nan")
+    w, a = inputs["w"], inputs["a"]
+    cases = {  # formula: (its value computed in full, units the watched ops may see)
+        "numel(w)": (ops.numel(w), set()),
+        "numel(sqrt(log(w)))": (ops.numel(ops.sqrt(ops.log(w))), {1}),
+        "numel(matmul(gram(a), sub(a, exp(a))))": (ops.numel(ops.matmul(ops.gram(a), a - ops.exp(a))), {1}),
+        "add(numel(gram(w)), std(sqrt(w)))": (ops.numel(ops.gram(w)) + ops.std(ops.sqrt(w)), {1, 5}),
+        "numel(matmul(eye_w, eye_w))": (torch.full((5,), 9.0), set()),
+    }
+    context = dict(pset.context)
+    for formula, (full, units) in cases.items():
+        seen = set()
+        for name, fn in context.items():
+            if callable(fn) and name.startswith(("sqrt:", "exp:", "gram:")):
+                pset.context[name] = (lambda f: lambda *args: seen.add(args[0].shape[0]) or f(*args))(fn)
+        try:
+            got = evaluate_tree(parse_formula(formula, pset), pset, inputs)
+        finally:
+            pset.context.update(context)
+        assert _same_bits(got, full), formula
+        assert seen == units, (formula, seen)

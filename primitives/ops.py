@@ -8,6 +8,7 @@ An op may work in place only on a tensor it made itself (its inputs may be the s
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -38,6 +39,11 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 @lru_cache(maxsize=None)
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="primitives-lapack")
+
+
+# a forked child (multiprocessing's default on Linux, e.g. DEAP's map over a Pool) inherits the
+# pools but not their threads: work handed to them would never run, so the child starts afresh
+os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def _per_matrix(fn, m: torch.Tensor):

@@ -2,6 +2,7 @@
 tests on arbitrary floats, random trees, DEAP's own generators, and reuse outside ViTs (a CNN)."""
 
 import math
+import os
 import random
 
 import numpy as np
@@ -611,3 +612,26 @@ def test_numel_reads_only_its_arguments_shape(pset):
             pset.context.update(context)
         assert _same_bits(got, full), formula
         assert seen == units, (formula, seen)
+
+
+def _split_in_child(g, ref, queue):
+    queue.put(torch.equal(ops._per_matrix(torch.linalg.eigvalsh, g), ref))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_threads_for_the_split(two_threads):
+    """A child forked after the parent split a batch (DEAP's map over a fork Pool, say) inherits
+    the thread pool without its threads: it must start its own, not wait forever."""
+    import multiprocessing
+    g = torch.randn(ops.SPLIT_BATCH_FROM * 2, 6, 6, dtype=torch.float64)
+    g = g @ g.transpose(1, 2)
+    ref = ops._per_matrix(torch.linalg.eigvalsh, g)  # the parent's pool has its threads now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_split_in_child, args=(g, ref, queue))
+    child.start()
+    child.join(60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung and child.exitcode == 0 and queue.get(timeout=5)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import statistics
-from pathlib import Path
-
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from gp.budgets import BUDGETS, budget_config
 from gp.run import evolve_with_options

@@ -58,6 +58,7 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
 
     keys, ends = keys or subtree_keys(tree)
     counts = Counter(keys.values())
+    units = next(iter(inputs.values())).shape[0]
     local: dict = {}  # subtrees that occur twice or more in this tree are computed once
 
     def walk(index: int):
@@ -71,9 +72,11 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
         if memo is not None and key in memo:
             return memo[key], end
         fn, args, nxt = pset.context[node.name], [], index + 1
+        shape_only = getattr(fn, "shape_only", False)  # e.g. numel: its argument's shape, not its values
         for _ in range(node.arity):
-            if getattr(fn, "shape_only", False):  # e.g. numel: its argument's shape, not its values
-                value, nxt = _first_unit_expanded(tree, pset, values, nxt, units)
+            if shape_only:
+                end_of_arg = ends.get(nxt, nxt + 1)  # a terminal ends one node later
+                value, nxt = _first_unit_expanded(tree[nxt:end_of_arg], pset, values, units), end_of_arg
             else:
                 value, nxt = walk(nxt)
             args.append(value)
@@ -84,17 +87,15 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
             memo[key] = result
         return result, nxt
 
-    units = next(iter(inputs.values())).shape[0]
     with torch.no_grad():
         result, _ = walk(0)
     return result
 
 
-def _first_unit_expanded(tree, pset, values: dict, start: int, units: int) -> tuple:
-    """(The subtree at `start` computed on the first unit only and expanded, a view, to `units`;
-    where the subtree ends): what an op that reads only its argument's shape needs, since every
-    op acts within one unit and all units of a group share their shapes."""
-    end = tree.searchSubtree(start).stop
+def _first_unit_expanded(nodes: list, pset, values: dict, units: int) -> torch.Tensor:
+    """The subtree `nodes` computed on the first unit only and expanded (a view) to `units`:
+    what an op that reads only its argument's shape needs, since every op acts within one unit
+    and all units of a group share their shapes."""
     first = {name: value[:1] for name, value in values.items()}
-    value = evaluate_tree(gp.PrimitiveTree(tree[start:end]), pset, first)
-    return value.expand(units, *value.shape[1:]), end
+    value = evaluate_tree(gp.PrimitiveTree(nodes), pset, first)
+    return value.expand(units, *value.shape[1:])

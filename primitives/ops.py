@@ -8,6 +8,7 @@ An op may work in place only on a tensor it made itself (its inputs may be the s
 """
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -135,10 +136,7 @@ def std(x): return _units(x).std(dim=1, correction=0)
 def numel(x):
     """The per-unit element count: it reads x's shape only, so an evaluator may hand it a view
     of x's first unit expanded to every unit (`shape_only`) instead of computing x."""
-    size = 1
-    for n in x.shape[1:]:
-        size *= n
-    return torch.full((x.shape[0],), float(size), dtype=x.dtype, device=x.device)
+    return torch.full((x.shape[0],), float(math.prod(x.shape[1:])), dtype=x.dtype, device=x.device)
 
 
 numel.shape_only = True

@@ -36,6 +36,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gp.budgets import BUDGETS  # noqa: E402
+from gp.run import split_evaluator  # noqa: E402
+from primitives import parse_formula  # noqa: E402
 from vit_space.core.atomic import write_json_atomic  # noqa: E402
 from vit_space.core.errors import BadInput  # noqa: E402
 from vit_space.data.bench import column_for  # noqa: E402
@@ -45,6 +47,7 @@ from vit_space.scoring.evaluator import JCMSettings, result_from_scores  # noqa:
 from vit_space.setup_run import make_setup  # noqa: E402
 from vit_space.stats.parallel import fill_cache  # noqa: E402
 from vit_space.stats.statistics import STATS_VERSION  # noqa: E402
+from vit_space.stats.terminals import vit_primitive_set  # noqa: E402
 # the methods, the tables and --ship: modules of their own
 from benchmarks.discovery_methods import (BASELINES, DERIVED, METHODS, method_config,  # noqa: E402
                                           runs_needed, search_options, spawned_search)
@@ -73,15 +76,18 @@ def load_rows(path: Path, settings: dict) -> list:
     return data["rows"]
 
 
-def append_row(path: Path, settings: dict, row: dict) -> None:
-    """Read, append, rewrite atomically, under an exclusive lock on a side file: two benchmark
-    processes on different splits of one space (e.g. `--splits 1 2 3` and `--splits 9 8 7`) may
-    share the file without losing each other's rows."""
+def rewrite_rows(path: Path, settings: dict, change) -> None:
+    """rows -> change(rows), read and rewritten atomically under an exclusive lock on a side
+    file: two benchmark processes on different splits of one space (e.g. `--splits 1 2 3` and
+    `--splits 9 8 7`) may share the file without losing each other's rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = load_rows(path, settings)
-        write_json_atomic(path, {"settings": settings, "rows": rows + [row]})
+        write_json_atomic(path, {"settings": settings, "rows": change(load_rows(path, settings))})
+
+
+def append_row(path: Path, settings: dict, row: dict) -> None:
+    rewrite_rows(path, settings, lambda rows: rows + [row])
 
 
 def done(rows: list, split: int, method: str) -> bool:
@@ -101,7 +107,7 @@ def _part(result: dict, part: str, space):
     """A part's report in best.json, for one space of a joint run (its own JCM) or the run's."""
     one = result[part]
     return one if space is None else {"jcm": one["per_space"][space], "tied_share": None,
-                                      "jcm_interval": None}
+                                      "jcm_interval": one.get("per_space_interval", {}).get(space)}
 
 
 def row_of(result: dict, split: int, method: str, space=None) -> dict:
@@ -187,6 +193,7 @@ def run_joint(setups: list, options: list, split: int, results: Path, runs: Path
     each space's file with that space's own search and test JCM."""
     targets = [(settings_of(s), results_path(results, s.bench.space), s.bench.space) for s in setups]
     if all(done(load_rows(path, settings), split, "joint") for settings, path, _ in targets):
+        fill_joint_intervals(setups, split, targets)
         return
     for setup in setups:
         prefill(setup)
@@ -197,6 +204,22 @@ def run_joint(setups: list, options: list, split: int, results: Path, runs: Path
     print(f"joint split {split}: test JCM " + ", ".join(
         f"{space} {result['test']['per_space'][space]:.4f}" for _, _, space in targets)
         + f" {result['formula']}", flush=True)
+
+
+def fill_joint_intervals(setups: list, split: int, targets: list) -> None:
+    """Joint rows written before a joint run's best.json held each space's own interval get it
+    from their formula on that space's test part: the interval such a run records
+    (gp.run.space_intervals), marked as filled in afterwards."""
+    for setup, (settings, path, space) in zip(setups, targets):
+        row = next(r for r in load_rows(path, settings) if r["split_seed"] == split and r["method"] == "joint")
+        if row.get("test_interval") or not row.get("formula"):
+            continue
+        evaluator = split_evaluator(setup, "test")
+        scores = evaluator.scores(parse_formula(row["formula"], vit_primitive_set()))
+        filled = {"test_interval": list(bootstrap_jcm(scores, evaluator.accuracies)), "test_interval_filled": True}
+        rewrite_rows(path, settings, lambda rows: [
+            {**r, **filled} if r["split_seed"] == split and r["method"] == "joint" else r for r in rows])
+        print(f"{space} split {split} joint: test JCM interval filled in from its formula", flush=True)
 
 
 def run_baselines(setup, split: int, results: Path, scores_of: dict, names=BASELINES) -> None:

@@ -68,6 +68,8 @@ def part_json(evaluator, result, ceiling: Ceiling = None) -> dict:
     if ceiling is not None:
         out.update(ceiling_fields(ceiling), jcm_interval=part_interval(evaluator, result),
                    ceiling_share=ceiling_share(result.jcm, ceiling.value))
+        if isinstance(evaluator, JointEvaluator):  # each space's own JCM has its own noise
+            out["per_space_interval"] = space_intervals(evaluator, result.scores)
     return out
 
 
@@ -85,9 +87,21 @@ def part_interval(evaluator, result) -> list:
     same on a resumed run); a joint search resamples each space's archs and averages the JCMs."""
     if not isinstance(evaluator, JointEvaluator):
         return list(percentile_interval(bootstrap_values(result.scores, evaluator.accuracies)))
-    per = evaluator.per_space(result.scores)
-    each = np.stack([bootstrap_values(per[space], e.accuracies) for space, e in evaluator.evaluators.items()])
+    each = np.stack(list(space_bootstraps(evaluator, result.scores).values()))
     return list(percentile_interval(np.where((each == WORST).any(0), WORST, each.mean(0))))
+
+
+def space_bootstraps(evaluator: JointEvaluator, scores: dict) -> dict:
+    """{space: its JCM on each bootstrap resample of its archs} of a joint part's scores."""
+    per = evaluator.per_space(scores)
+    return {space: bootstrap_values(per[space], e.accuracies) for space, e in evaluator.evaluators.items()}
+
+
+def space_intervals(evaluator: JointEvaluator, scores: dict) -> dict:
+    """{space: [low, high]}, the 95% bootstrap interval of each space's own JCM: what a search
+    on that space alone would report for the same scores."""
+    return {space: list(percentile_interval(values))
+            for space, values in space_bootstraps(evaluator, scores).items()}
 
 
 def evolve(s, config: SearchConfig, out: Path, resume: bool = False,

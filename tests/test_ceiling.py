@@ -302,7 +302,7 @@ def test_evolution_reports_ceiling_interval_and_share(tiny_argv, autoformer_benc
 
 def test_discovery_table_shows_ceilings(autoformer_bench):
     """The table's second part: each method's splits' mean test-part ceiling (from the bench
-    accuracies alone), its share of it, and the interval where one split is shown."""
+    accuracies alone), its share of it, and the interval (the mean of the splits' bounds over several)."""
     import importlib.util
     from pathlib import Path
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "discovery.py"
@@ -327,6 +327,10 @@ def test_discovery_table_shows_ceilings(autoformer_bench):
     share = np.mean([0.4 / c0, 0.3 / c1])
     assert f"| params | 2 | {np.mean([c0, c1]):.3f} ± {np.std([c0, c1], ddof=1):.3f} | {share:.3f} ± " in text
     assert f"| nwot | 1 | {c0:.3f} ± 0.000 | {0.1 / c0:.3f} ± 0.000 | [-0.100, 0.300] |" in text
+    # over several splits, the mean of the bounds of those that have an interval
+    assert f"{share:.3f} ± {np.std([0.4 / c0, 0.3 / c1], ddof=1):.3f} | mean of 1: [0.200, 0.600] |" in text
+    rows[1]["test_interval"] = [0.0, 0.5]
+    assert "| mean of 2: [0.100, 0.550] |" in discovery.table(rows, "autoformer", ceilings)
     assert "test-part ceiling over the 2 split(s): " in text
 
 
@@ -335,7 +339,7 @@ def test_joint_search_parts_average_the_spaces():
     the mean of their JCMs), its interval that of the mean of per-space bootstrap JCMs."""
     from types import SimpleNamespace
 
-    from gp.run import part_ceiling, part_interval
+    from gp.run import part_ceiling, part_interval, space_intervals
     from vit_space.scoring.ceiling import percentile_interval
     from vit_space.scoring.joint import JointEvaluator
     spaces = {}
@@ -355,3 +359,6 @@ def test_joint_search_parts_average_the_spaces():
     assert low < result.jcm < high
     expected = np.mean([bootstrap_values(e.own_scores, e.accuracies) for e in spaces.values()], 0)
     assert [low, high] == pytest.approx(list(percentile_interval(expected)))
+    # each space's own interval: the one its scores get on that space alone
+    assert space_intervals(joint, scores) == {
+        space: pytest.approx(list(bootstrap_jcm(e.own_scores, e.accuracies))) for space, e in spaces.items()}

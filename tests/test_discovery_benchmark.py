@@ -117,6 +117,37 @@ def test_discovery_rows_resume_and_table(tiny_large, session_cache, tiny_cfg, tm
     assert shipped["search"] == fit["search"] and shipped["config"]["search_part"] == "all"
 
 
+def test_joint_rows_carry_each_spaces_interval_and_old_rows_get_it(session_cache, tiny_cfg, tmp_path,
+                                                                     monkeypatch):
+    """A joint run's row in each space's file has that space's own test interval; a row written
+    without one (before runs recorded it) gets the same interval from its formula, marked filled."""
+    discovery = load_discovery()
+    monkeypatch.setitem(BUDGETS, "paper", {"iters": 3, "pop": 6})
+    argv = ["--spaces", "autoformer", "pit", "--archs", "12", "--img-size", str(tiny_cfg.img_size),
+            "--batch-size", str(tiny_cfg.batch_size), "--datasets", "c100", "--cache",
+            str(session_cache.root), "--results", str(tmp_path / "results"), "--runs",
+            str(tmp_path / "runs"), "--quiet", "--splits", "0", "--methods", "joint"]
+    discovery.main(argv)
+    paths = {space: tmp_path / "results" / f"discovery-{space}.json" for space in ("autoformer", "pit")}
+    best = json.loads((tmp_path / "runs" / "joint" / "split0" / "joint" / "best.json").read_text())
+    recorded = {}
+    for space, path in paths.items():
+        data = json.loads(path.read_text())
+        (row,) = data["rows"]
+        assert row["test_interval"] == best["test"]["per_space_interval"][space]
+        low, high = row["test_interval"]
+        assert low <= row["test_jcm"] <= high
+        recorded[space] = row["test_interval"]
+        row["test_interval"] = None  # as the rows written before
+        path.write_text(json.dumps(data))
+    monkeypatch.setattr(discovery, "search_row", lambda *a, **k: pytest.fail("a finished row was redone"))
+    discovery.main(argv)
+    for space, path in paths.items():
+        (row,) = json.loads(path.read_text())["rows"]
+        assert row["test_interval"] == pytest.approx(recorded[space], abs=1e-12)
+        assert row["test_interval_filled"] is True
+
+
 def test_ship_without_rows_is_a_one_line_error(tmp_path, capsys):
     discovery = load_discovery()
     with pytest.raises(SystemExit) as exc:

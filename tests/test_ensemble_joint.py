@@ -184,6 +184,12 @@ def test_one_tree_for_two_spaces(session_cache, tmp_path):
         single = {s.bench.space: split_evaluator(s, part).evaluate(resolve_proxy(tree).tree).jcm for s in setups}
         assert result[part]["per_space"] == pytest.approx(single, abs=1e-12)
         assert result[part]["jcm"] == pytest.approx(sum(single.values()) / 2, abs=1e-12)
+    # each space's own 95% interval: what its bootstrap gives on that space alone
+    from vit_space.scoring.ceiling import bootstrap_jcm
+    for s in setups:
+        one = split_evaluator(s, "test")
+        alone = bootstrap_jcm(one.evaluate(resolve_proxy(tree).tree).scores, one.accuracies)
+        assert result["test"]["per_space_interval"][s.bench.space] == pytest.approx(list(alone), abs=1e-12)
 
 
 def test_every_run_reports_every_rule_as_a_run_of_that_rule_would(session_cache, tmp_path):

@@ -66,10 +66,12 @@ def part_json(evaluator, result, ceiling: Ceiling = None) -> dict:
     if isinstance(evaluator, JointEvaluator):
         out["per_space"] = evaluator.space_jcms(result.scores)
     if ceiling is not None:
-        out.update(ceiling_fields(ceiling), jcm_interval=part_interval(evaluator, result),
-                   ceiling_share=ceiling_share(result.jcm, ceiling.value))
-        if isinstance(evaluator, JointEvaluator):  # each space's own JCM has its own noise
-            out["per_space_interval"] = space_intervals(evaluator, result.scores)
+        out.update(ceiling_fields(ceiling), ceiling_share=ceiling_share(result.jcm, ceiling.value))
+        if isinstance(evaluator, JointEvaluator):  # the spaces' resamples, drawn once for both fields
+            each = space_bootstraps(evaluator, result.scores)
+            out.update(jcm_interval=joint_interval(each), per_space_interval=intervals_of(each))
+        else:
+            out["jcm_interval"] = part_interval(evaluator, result)
     return out
 
 
@@ -87,8 +89,13 @@ def part_interval(evaluator, result) -> list:
     same on a resumed run); a joint search resamples each space's archs and averages the JCMs."""
     if not isinstance(evaluator, JointEvaluator):
         return list(percentile_interval(bootstrap_values(result.scores, evaluator.accuracies)))
-    each = np.stack(list(space_bootstraps(evaluator, result.scores).values()))
-    return list(percentile_interval(np.where((each == WORST).any(0), WORST, each.mean(0))))
+    return joint_interval(space_bootstraps(evaluator, result.scores))
+
+
+def joint_interval(each: dict) -> list:
+    """The interval of the mean of the spaces' resampled JCMs (WORST where any space's is)."""
+    values = np.stack(list(each.values()))
+    return list(percentile_interval(np.where((values == WORST).any(0), WORST, values.mean(0))))
 
 
 def space_bootstraps(evaluator: JointEvaluator, scores: dict) -> dict:
@@ -100,8 +107,11 @@ def space_bootstraps(evaluator: JointEvaluator, scores: dict) -> dict:
 def space_intervals(evaluator: JointEvaluator, scores: dict) -> dict:
     """{space: [low, high]}, the 95% bootstrap interval of each space's own JCM: what a search
     on that space alone would report for the same scores."""
-    return {space: list(percentile_interval(values))
-            for space, values in space_bootstraps(evaluator, scores).items()}
+    return intervals_of(space_bootstraps(evaluator, scores))
+
+
+def intervals_of(each: dict) -> dict:
+    return {space: list(percentile_interval(values)) for space, values in each.items()}
 
 
 def evolve(s, config: SearchConfig, out: Path, resume: bool = False,

@@ -455,6 +455,27 @@ def test_stack_file_is_written_once_then_read_alone(stack_setup, tiny_cfg, monke
     _no_tmp(root)
 
 
+def test_stored_stack_is_mapped_copy_on_write(stack_setup, tiny_cfg, monkeypatch):
+    """A stored stack is mapped, not read into fresh memory; a write into it stays private (the
+    file and the next read are unchanged), and the read-into-memory mode gives the same arrays."""
+    root, items = stack_setup
+    StatsCache(root).stacked(items, tiny_cfg)  # the stack file exists
+    path = StatsCache(root).stack_path(items, tiny_cfg)
+    before = path.read_bytes()
+    mapped = StatsCache(root).stacked(items, tiny_cfg)
+    arrays = [a for group in mapped.groups for a in group.values()]
+    assert all(isinstance(a, np.memmap) and a.mode == "c" for a in arrays)
+    original = float(mapped.groups[0]["msa_g"][0, 0, 0])
+    mapped.groups[0]["msa_g"][0, 0, 0] = original + 1.0
+    assert path.read_bytes() == before
+    again = StatsCache(root).stacked(items, tiny_cfg)
+    assert again.groups[0]["msa_g"][0, 0, 0] == original != mapped.groups[0]["msa_g"][0, 0, 0]
+    monkeypatch.setattr(cache_mod, "STACK_MMAP_MODE", None)
+    read = StatsCache(root).stacked(items, tiny_cfg)
+    assert not any(isinstance(a, np.memmap) for group in read.groups for a in group.values())
+    _assert_same_stack(read, again)
+
+
 def _tampered_stack(path):
     stack = joblib.load(path)
     stack["groups"][0]["msa_g"][0, 0, 0] += 1.0

@@ -7,10 +7,13 @@ reported with a warning instead of being used.
 A run reads the same few hundred entries every time, and reading them one by one (joblib's
 unpickler, checksums, stacking) took most of a warm run's start. So `stacked()` also keeps, per
 (space, settings, list of items), one *stack file*: the items' statistics already stacked
-(vit_space.stats.stacking), checked by a CRC-32 and read into memory whole (tree evaluation re-reads every array
-many times: copy-on-write mapped arrays measured ~12% slower per tree). It is derived data: built
-from the verified entries when absent, rebuilt with a warning when damaged, and it costs about as
-much disk as the entries it stacks.
+(vit_space.stats.stacking), checked by a CRC-32. The file is mapped copy-on-write rather than
+read: its pages already sit in the page cache, while reading it into fresh anonymous memory made
+the kernel fault in every page (on the 2-core VM 0.2-7.5 s per 750 MB, nearly all system time,
+up to a fifth of a warm run; docs/performance.md). It is derived data: built from the verified
+entries when absent, rebuilt with a warning when damaged, and it costs about as much disk as the
+entries it stacks. Stack files are only ever replaced by a rename, so a map never changes under
+a run.
 """
 from __future__ import annotations
 
@@ -30,6 +33,11 @@ from vit_space.stats.stacking import Stacked, signature, stack_in_place
 from vit_space.stats.statistics import STATS_VERSION, StatsConfig, extract_stats
 
 STACK_SUFFIX = ".stack"  # not *.joblib: a stack is no entry
+
+
+# how joblib maps a stack file's arrays: "c" (copy-on-write: pages shared with the page cache; a
+# write would make a private copy, none is made) or None (read into memory, as before)
+STACK_MMAP_MODE = "c"
 
 
 def default_cache_dir() -> Path:
@@ -117,7 +125,7 @@ class StatsCache:
 
     def stacked(self, items: Sequence[tuple], cfg: StatsConfig) -> Stacked:
         """The statistics of `items` stacked per block-shape group, read from their stack file
-        (read whole) or built from the entries and stored as one. Building reads
+        (mapped, see STACK_MMAP_MODE) or built from the entries and stored as one. Building reads
         every entry twice (shapes, then arrays into place) but holds one at a time."""
         items = list(items)
         path = self.stack_path(items, cfg)
@@ -135,7 +143,7 @@ class StatsCache:
         if not path.exists():
             return None
         try:
-            stack = joblib.load(path)
+            stack = joblib.load(path, mmap_mode=STACK_MMAP_MODE)
             if stack["keys"] != keys:
                 problem = "it stacks other items"
             elif stack["checksum"] != _stack_checksum(stack["groups"]):

@@ -474,6 +474,20 @@ def test_stored_stack_is_mapped_copy_on_write(stack_setup, tiny_cfg, monkeypatch
     read = StatsCache(root).stacked(items, tiny_cfg)
     assert not any(isinstance(a, np.memmap) for group in read.groups for a in group.values())
     _assert_same_stack(read, again)
+    # where mapping fails (a file system without mmap), the file is read, not reported as damaged
+    monkeypatch.setattr(cache_mod, "STACK_MMAP_MODE", "c")
+    real_load = joblib.load
+
+    def no_mmap(path, mmap_mode=None):
+        if mmap_mode is not None:
+            raise OSError(19, "No such device")
+        return real_load(path)
+    monkeypatch.setattr(cache_mod.joblib, "load", no_mmap)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cache = StatsCache(root)
+        _assert_same_stack(cache.stacked(items, tiny_cfg), again)
+    assert cache.recovered == 0
 
 
 def _tampered_stack(path):

@@ -40,6 +40,17 @@ STACK_SUFFIX = ".stack"  # not *.joblib: a stack is no entry
 STACK_MMAP_MODE = "c"
 
 
+def _read_stack(path: Path) -> dict:
+    """The stack file mapped (STACK_MMAP_MODE); read into memory where it cannot be mapped (a
+    file system without mmap raises OSError), so such a cache is slower, not rebuilt every run."""
+    if STACK_MMAP_MODE is not None:
+        try:
+            return joblib.load(path, mmap_mode=STACK_MMAP_MODE)
+        except OSError:
+            pass
+    return joblib.load(path)
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("AUTOPROX_CACHE", Path.home() / ".cache" / "autoprox"))
 
@@ -143,7 +154,7 @@ class StatsCache:
         if not path.exists():
             return None
         try:
-            stack = joblib.load(path, mmap_mode=STACK_MMAP_MODE)
+            stack = _read_stack(path)
             if stack["keys"] != keys:
                 problem = "it stacks other items"
             elif stack["checksum"] != _stack_checksum(stack["groups"]):

@@ -455,6 +455,10 @@ def test_stack_file_is_written_once_then_read_alone(stack_setup, tiny_cfg, monke
     _no_tmp(root)
 
 
+def _arrays(stack):
+    return [a for group in stack.groups for a in group.values()]
+
+
 def test_stored_stack_is_mapped_copy_on_write(stack_setup, tiny_cfg, monkeypatch):
     """A stored stack is mapped, not read into fresh memory; a write into it stays private (the
     file and the next read are unchanged), and the read-into-memory mode gives the same arrays."""
@@ -463,8 +467,7 @@ def test_stored_stack_is_mapped_copy_on_write(stack_setup, tiny_cfg, monkeypatch
     path = StatsCache(root).stack_path(items, tiny_cfg)
     before = path.read_bytes()
     mapped = StatsCache(root).stacked(items, tiny_cfg)
-    arrays = [a for group in mapped.groups for a in group.values()]
-    assert all(isinstance(a, np.memmap) and a.mode == "c" for a in arrays)
+    assert all(isinstance(a, np.memmap) and a.mode == "c" for a in _arrays(mapped))
     original = float(mapped.groups[0]["msa_g"][0, 0, 0])
     mapped.groups[0]["msa_g"][0, 0, 0] = original + 1.0
     assert path.read_bytes() == before
@@ -472,7 +475,7 @@ def test_stored_stack_is_mapped_copy_on_write(stack_setup, tiny_cfg, monkeypatch
     assert again.groups[0]["msa_g"][0, 0, 0] == original != mapped.groups[0]["msa_g"][0, 0, 0]
     monkeypatch.setattr(cache_mod, "STACK_MMAP_MODE", None)
     read = StatsCache(root).stacked(items, tiny_cfg)
-    assert not any(isinstance(a, np.memmap) for group in read.groups for a in group.values())
+    assert not any(isinstance(a, np.memmap) for a in _arrays(read))
     _assert_same_stack(read, again)
     # where mapping fails (a file system without mmap), the file is read, not reported as damaged
     monkeypatch.setattr(cache_mod, "STACK_MMAP_MODE", "c")

@@ -262,6 +262,81 @@ def test_gram_and_matmul():
     assert torch.equal(ops.matmul(ops.gram(flat), flat), torch.tensor([[37.5, 50.0], [0.5, 0.0]]))
 
 
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32 if t.dtype == torch.float32 else torch.int64)
+
+
+def test_identity_product_is_the_batched_product_bit_for_bit():
+    g = torch.Generator().manual_seed(8)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(5, 4, 8, 24, generator=g, dtype=dtype)  # 5 units of 32 rows
+        x[x.abs() < 0.1] = -0.0  # the product turns -0 into +0, and so must the shortcut
+        x[1, 0, 0, :] = 0.0
+        rows = x.reshape(5, 32, 24)
+        eye = torch.eye(32, dtype=dtype).expand(5, 32, 32)
+        assert torch.equal(_bits(ops.matmul(eye, x)), _bits((eye @ rows).reshape(x.shape)))
+        gram = ops.gram(x)
+        assert torch.equal(_bits(ops.matmul(eye, gram)), _bits(eye @ gram))
+    # inf and NaN go through the product: 0 * inf makes the inf's column NaN in every row
+    y = torch.randn(3, 6, 4, generator=g)
+    y[1, 2, 3], y[2, 0, 1] = float("inf"), float("nan")
+    eye = torch.eye(6).expand(3, 6, 6)
+    out = ops.matmul(eye, y)
+    assert torch.isnan(out[1, :, 3]).sum() == 5 and torch.isnan(out[2, :, 1]).all()
+    assert torch.equal(out, eye @ y) is False and torch.equal(torch.isnan(out), torch.isnan(eye @ y))
+    # a stored identity per unit, or a broadcast matrix that is not the identity, multiplies
+    scaled = (2 * torch.eye(6)).expand(3, 6, 6)
+    assert torch.equal(ops.matmul(scaled, y[:1].expand(3, 6, 4).contiguous())[0], 2 * y[0])
+    assert not ops._is_identity(torch.eye(6).repeat(3, 1, 1)) and ops._is_identity(torch.eye(6).expand(3, 6, 6))
+
+
+@pytest.mark.parametrize("units", [1, ops.GRAM64_UNITS - 1, ops.GRAM64_UNITS, ops.GRAM64_UNITS + 1, 100])
+def test_float64_grams_in_chunks_are_the_whole_products_bit_for_bit(units):
+    g = torch.Generator().manual_seed(units)
+    for rows, features in ((16, 40), (40, 16)):  # MMᵀ smaller, then MᵀM smaller
+        m = torch.randn(units, rows, features, generator=g)
+        m64 = m.to(torch.float64)
+        assert torch.equal(ops._gram64(m), m64 @ m64.transpose(1, 2))
+        assert torch.equal(ops._gram64(m, ops._small_gram), ops._small_gram(m64))
+
+def test_safe_denominator_is_the_shift_by_a_where_bit_for_bit():
+    g = torch.Generator().manual_seed(10)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randn(7, 50, generator=g, dtype=dtype) * torch.logspace(-12, 12, 50, dtype=dtype)
+        x[0, :8] = torch.tensor([0.0, -0.0, float("nan"), float("inf"), -float("inf"),
+                                 ops.EPS, -ops.EPS, -ops.EPS / 2], dtype=dtype)
+        expect = x + torch.where(x >= 0, x.new_tensor(ops.EPS), x.new_tensor(-ops.EPS))
+        assert torch.equal(_bits(ops._safe_denominator(x)), _bits(expect))
+
+def test_one_pass_finite_check():
+    x = torch.randn(4, 3, 5)
+    assert ops._all_finite(x)
+    for value in (float("inf"), float("-inf"), float("nan")):
+        y = x.clone()
+        y[2, 1, 1] = value
+        assert not ops._all_finite(y)
+    # finite values whose float32 sum overflows: answered "not finite", and a linear-algebra
+    # reduction then takes the exact path, which finds every unit finite and marks none
+    big = torch.full((2, 3, 4), 3e38)
+    assert torch.isfinite(big).all() and not ops._all_finite(big)
+    out = ops._finite_or_nan(big, lambda m: m.double().sum(dim=(1, 2)))
+    assert torch.equal(out, big.double().sum(dim=(1, 2))) and torch.isfinite(out).all()
+
+
+def test_minmax_normalize_is_min_max_with_indices_bit_for_bit():
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(6, 4, 7, generator=g)
+    x[1] = 2.5  # a constant unit
+    x[2, 0, 0], x[3, 1, 2] = float("nan"), float("inf")
+    flat = x.reshape(6, -1)
+    low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    expect = ((flat - low) / (high - low + ops.EPS)).reshape(x.shape)
+    out = ops.minmax_normalize(x)
+    assert torch.equal(torch.isnan(out), torch.isnan(expect))
+    same = ~torch.isnan(expect)
+    assert torch.equal(_bits(out[same]), _bits(expect[same]))
+
 # ------------------------------------------------------------------ property tests
 
 def _float_arrays(min_units=1):

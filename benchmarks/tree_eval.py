@@ -12,12 +12,13 @@ bit for bit with --compare. --compare-chunking scores every tree both in chunks 
 and on whole groups in this one process, and reports both timings, the largest relative
 difference of the scores and whether the JCMs are identical. --from-run DIR scores the trees a
 search evaluated (its checkpoint's memo, in its order, one shared scalar memo as in the search)
-instead of random ones, and --profile N prints the N torch ops that took most CPU over them: where
-a search's evaluation time goes.
+instead of random ones, and --profile N prints the N torch ops that took most CPU over them, and
+--primitives N the N typed primitives that took most wall time (each call's own op: its arguments
+are computed before it): where a search's evaluation time goes.
 
     python benchmarks/tree_eval.py [--space autoformer] [--archs 20] [--trees 80] [--threads 2]
         [--chunk-units auto|whole|N] [--save a.npy] [--compare b.npy] [--compare-chunking]
-        [--from-run runs/evolve] [--profile 20]
+        [--from-run runs/evolve] [--profile 20] [--primitives 20]
 """
 import argparse
 import contextlib
@@ -25,6 +26,7 @@ import random
 import resource
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -81,6 +83,30 @@ def timed(table, tree) -> tuple:
     wall, cpu = time.perf_counter(), time.process_time()
     scores = table.scores(tree)
     return scores, time.perf_counter() - wall, time.process_time() - cpu
+
+
+@contextlib.contextmanager
+def primitive_times(pset, seconds: dict, calls: Counter):
+    """Within the block, every primitive of `pset` adds its calls' wall time to `seconds` and
+    their number to `calls`, by its typed name (e.g. nuclear:Activation); restored after."""
+    originals = {name: pset.context[name] for name in pset.mapping if name in pset.context
+                 and isinstance(pset.mapping[name], gp.Primitive)}
+
+    def timing(name, fn):
+        def call(*args):
+            start = time.perf_counter()
+            out = fn(*args)
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+            calls[name] += 1
+            return out
+        call.__dict__.update(fn.__dict__)  # keeps markers such as numel's shape_only
+        return call
+
+    pset.context.update({name: timing(name, fn) for name, fn in originals.items()})
+    try:
+        yield
+    finally:
+        pset.context.update(originals)
 
 
 def jcm_of(evaluator, flat) -> float:
@@ -168,6 +194,8 @@ def main():
     p.add_argument("--from-run", help="a run's folder: score the trees its search evaluated, in "
                    "its order (its --space and default data settings)")
     p.add_argument("--profile", type=int, default=0, help="print the N ops with most CPU time")
+    p.add_argument("--primitives", type=int, default=0,
+                   help="print the N typed primitives with most wall time")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -191,8 +219,10 @@ def main():
         print("note: the chunks are the whole groups (the automatic rule with several torch threads), "
               "so both paths are one; --chunk-units N compares chunks of N")
     (user0, sys0), wall0 = cpu_times(), time.perf_counter()
+    seconds, calls = {}, Counter()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profile \
-            else contextlib.nullcontext() as prof:
+            else contextlib.nullcontext() as prof, \
+            primitive_times(pset, seconds, calls) if args.primitives else contextlib.nullcontext():
         if args.compare_chunking:
             scores = run_chunking(evaluator, table, args.chunk_units, trees, floors)
         else:
@@ -204,6 +234,11 @@ def main():
           f"system CPU, {wall / per:.3f} s wall; peak RSS {peak:.2f} GiB")
     if args.profile:  # the profiler's own overhead is in the times above
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
+    if args.primitives:
+        print(f"primitives, wall time of their own op over the {per} evaluations "
+              f"(in all {sum(seconds.values()):.2f} s of {wall:.2f} s):")
+        for name, spent in sorted(seconds.items(), key=lambda kv: -kv[1])[:args.primitives]:
+            print(f"  {name:40s} {spent:7.2f} s  {calls[name]:5d} calls  {spent / calls[name] * 1e3:8.2f} ms")
     if args.save:
         np.save(args.save, scores)
     if args.compare:

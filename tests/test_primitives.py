@@ -262,7 +262,6 @@ def test_gram_and_matmul():
     assert torch.equal(ops.matmul(ops.gram(flat), flat), torch.tensor([[37.5, 50.0], [0.5, 0.0]]))
 
 
-
 def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(torch.int32 if t.dtype == torch.float32 else torch.int64)
 
@@ -300,6 +299,7 @@ def test_float64_grams_in_chunks_are_the_whole_products_bit_for_bit(units):
         assert torch.equal(ops._gram64(m), m64 @ m64.transpose(1, 2))
         assert torch.equal(ops._gram64(m, ops._small_gram), ops._small_gram(m64))
 
+
 def test_safe_denominator_is_the_shift_by_a_where_bit_for_bit():
     g = torch.Generator().manual_seed(10)
     for dtype in (torch.float32, torch.float64):
@@ -308,6 +308,7 @@ def test_safe_denominator_is_the_shift_by_a_where_bit_for_bit():
                                  ops.EPS, -ops.EPS, -ops.EPS / 2], dtype=dtype)
         expect = x + torch.where(x >= 0, x.new_tensor(ops.EPS), x.new_tensor(-ops.EPS))
         assert torch.equal(_bits(ops._safe_denominator(x)), _bits(expect))
+
 
 def test_one_pass_finite_check():
     x = torch.randn(4, 3, 5)
@@ -336,6 +337,7 @@ def test_minmax_normalize_is_min_max_with_indices_bit_for_bit():
     assert torch.equal(torch.isnan(out), torch.isnan(expect))
     same = ~torch.isnan(expect)
     assert torch.equal(_bits(out[same]), _bits(expect[same]))
+
 
 # ------------------------------------------------------------------ property tests
 

@@ -86,17 +86,17 @@ def timed(table, tree) -> tuple:
 
 
 @contextlib.contextmanager
-def primitive_times(pset, seconds: dict, calls: Counter):
+def primitive_times(pset, seconds: Counter, calls: Counter):
     """Within the block, every primitive of `pset` adds its calls' wall time to `seconds` and
     their number to `calls`, by its typed name (e.g. nuclear:Activation); restored after."""
-    originals = {name: pset.context[name] for name in pset.mapping if name in pset.context
-                 and isinstance(pset.mapping[name], gp.Primitive)}
+    originals = {name: pset.context[name] for name, node in pset.mapping.items()
+                 if isinstance(node, gp.Primitive)}
 
     def timing(name, fn):
         def call(*args):
             start = time.perf_counter()
             out = fn(*args)
-            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+            seconds[name] += time.perf_counter() - start
             calls[name] += 1
             return out
         call.__dict__.update(fn.__dict__)  # keeps markers such as numel's shape_only
@@ -219,10 +219,13 @@ def main():
         print("note: the chunks are the whole groups (the automatic rule with several torch threads), "
               "so both paths are one; --chunk-units N compares chunks of N")
     (user0, sys0), wall0 = cpu_times(), time.perf_counter()
-    seconds, calls = {}, Counter()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profile \
-            else contextlib.nullcontext() as prof, \
-            primitive_times(pset, seconds, calls) if args.primitives else contextlib.nullcontext():
+    seconds, calls = Counter(), Counter()
+    with contextlib.ExitStack() as watching:
+        if args.profile:
+            prof = watching.enter_context(
+                torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]))
+        if args.primitives:
+            watching.enter_context(primitive_times(pset, seconds, calls))
         if args.compare_chunking:
             scores = run_chunking(evaluator, table, args.chunk_units, trees, floors)
         else:
@@ -237,7 +240,7 @@ def main():
     if args.primitives:
         print(f"primitives, wall time of their own op over the {per} evaluations "
               f"(in all {sum(seconds.values()):.2f} s of {wall:.2f} s):")
-        for name, spent in sorted(seconds.items(), key=lambda kv: -kv[1])[:args.primitives]:
+        for name, spent in seconds.most_common(args.primitives):
             print(f"  {name:40s} {spent:7.2f} s  {calls[name]:5d} calls  {spent / calls[name] * 1e3:8.2f} ms")
     if args.save:
         np.save(args.save, scores)

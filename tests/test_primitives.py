@@ -339,6 +339,37 @@ def test_minmax_normalize_is_min_max_with_indices_bit_for_bit():
     assert torch.equal(_bits(out[same]), _bits(expect[same]))
 
 
+@pytest.mark.parametrize("features", (1, 7, 240, 15360))
+def test_two_pass_float64_std_rounds_to_torchs_welford_std(features, monkeypatch):
+    """_std64 (two passes in float64, in pieces) gives torch's own population std bit for bit:
+    rows of several scales, offsets (a mean far from zero, up to 1e4 standard deviations), skewed
+    and constant rows, rows with an inf or a NaN, and pieces that split the rows. Torch's std is
+    asked only for the few rows near a rounding boundary, the non-finite and the constant ones."""
+    g = torch.Generator().manual_seed(features)
+    rows = []
+    for scale in (1e-6, 1e-2, 1.0, 3e3):
+        for offset in (0.0, 1.0, 50.0, 1e4):
+            rows.append((torch.randn(40, features, generator=g) + offset) * scale)
+    rows.append(torch.rand(40, features, generator=g) ** 8)  # skewed, as after exp or square
+    x = torch.cat(rows)
+    x[3] = 0.25  # constant
+    x[5, 0], x[6, -1], x[7, 0] = float("inf"), float("nan"), float("-inf")
+    x[8, :] = float("inf")
+    expect, before = x.std(dim=1, correction=0), x.clone()
+    asked = []
+    torch_std = torch.Tensor.std
+    monkeypatch.setattr(torch.Tensor, "std", lambda t, *a, **k: asked.append(len(t)) or torch_std(t, *a, **k))
+    for piece_rows in (1, 3, len(x) + 1):
+        monkeypatch.setattr(ops, "STD64_BYTES", 8 * features * piece_rows)
+        out = ops._std64(x)
+        assert out.dtype == x.dtype and torch.equal(out.isnan(), expect.isnan())
+        assert torch.equal(_bits(out[~expect.isnan()]), _bits(expect[~expect.isnan()])), piece_rows
+    assert _same_bits(ops.std(x.reshape(len(x), 1, features)), ops._std64(x))
+    assert torch.equal(x.nan_to_num(7.0), before.nan_to_num(7.0))  # the input is left as it was
+    if features > 1:  # one feature: every row is constant, all of them torch's
+        assert 0 < max(asked) < len(x) / 2
+
+
 # ------------------------------------------------------------------ property tests
 
 def _float_arrays(min_units=1):

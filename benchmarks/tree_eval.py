@@ -6,19 +6,21 @@ read floor: the bytes of the statistics the tree reads over the bandwidth of one
 them (measured here), i.e. what the tree would cost if each of its terminals were read once and
 nothing else were done. Then the CPU time per tree split into user and system time (system time
 is mostly the kernel zeroing fresh pages for large temporaries) and the process's peak resident
-memory. --save writes the per-item scores, so two builds (or two malloc settings, e.g.
-MALLOC_MMAP_THRESHOLD_=33554432 to switch vit_space.core.malloc's heap reuse off) can be compared
-bit for bit with --compare. --compare-chunking scores every tree both in chunks (--chunk-units)
-and on whole groups in this one process, and reports both timings, the largest relative
-difference of the scores and whether the JCMs are identical. --from-run DIR scores the trees a
-search evaluated (its checkpoint's memo, in its order, one shared scalar memo as in the search)
-instead of random ones, and --profile N prints the N torch ops that took most CPU over them, and
---primitives N the N typed primitives that took most wall time (each call's own op: its arguments
-are computed before it): where a search's evaluation time goes.
+memory. --workers N shares each tree's chunks out among N threads, each with torch on one thread
+(auto: the table's own rule, torch's thread count on the CPU). --save writes the per-item scores,
+so two builds (or two malloc settings, e.g. MALLOC_MMAP_THRESHOLD_=33554432 to switch
+vit_space.core.malloc's heap reuse off) can be compared bit for bit with --compare.
+--compare-chunking scores every tree both in chunks (--chunk-units, --workers) and on whole groups
+with one worker (torch's threads within each op) in this one process, and reports both timings,
+the largest relative difference of the scores and whether the JCMs are identical. --from-run DIR
+scores the trees a search evaluated (its checkpoint's memo, in its order, one shared scalar memo
+as in the search) instead of random ones, and --profile N prints the N torch ops that took most
+CPU over them, and --primitives N the N typed primitives that took most wall time (each call's
+own op: its arguments are computed before it): where a search's evaluation time goes.
 
     python benchmarks/tree_eval.py [--space autoformer] [--archs 20] [--trees 80] [--threads 2]
-        [--chunk-units auto|whole|N] [--save a.npy] [--compare b.npy] [--compare-chunking]
-        [--from-run runs/evolve] [--profile 20] [--primitives 20]
+        [--chunk-units auto|whole|N] [--workers auto|N] [--save a.npy] [--compare b.npy]
+        [--compare-chunking] [--from-run runs/evolve] [--profile 20] [--primitives 20]
 """
 import argparse
 import contextlib
@@ -47,6 +49,15 @@ WHOLE = sys.maxsize  # chunk_units of the unchunked path: more units than any gr
 def cpu_times() -> tuple:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime, usage.ru_stime
+
+
+def worker_setting(text: str):
+    """--workers: auto (None, the table's own rule) or a thread count."""
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto or an integer >= 1")
+    return int(text)
 
 
 def chunk_setting(text: str):
@@ -145,9 +156,10 @@ def run_plain(table, trees, floors):
     return np.stack([r[0] for r in rows])
 
 
-def run_chunking(evaluator, table, chunk_units, trees, floors):
-    """Each tree on whole groups and in chunks, alternating which goes first; fresh memos."""
-    whole, chunked = table.variant(WHOLE), table.variant(chunk_units)
+def run_chunking(evaluator, table, trees, floors):
+    """Each tree on whole groups (one worker) and in `table`'s chunks and workers, alternating
+    which goes first; fresh memos."""
+    whole, chunked = table.variant(WHOLE, workers=1), table.variant(table.chunk_units, table.workers)
     print(f"{'tree':>4} {'whole wall':>10} {'CPU':>7} {'chunked wall':>12} {'CPU':>7} {'floor':>7} "
           f"{'whole/floor':>11} {'chunked/floor':>13} {'max rel diff':>12}  formula  (ms)")
     out, stats = [], []
@@ -187,6 +199,8 @@ def main():
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--chunk-units", type=chunk_setting, default=None,
                    help="units per chunk: auto (default), whole or N")
+    p.add_argument("--workers", type=worker_setting, default=None,
+                   help="threads sharing out the chunks: auto (default) or N")
     p.add_argument("--save", help="write the scores (trees x items) to this .npy file")
     p.add_argument("--compare", help="a .npy file written by --save: are the scores identical?")
     p.add_argument("--compare-chunking", action="store_true",
@@ -200,7 +214,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     evaluator = split_evaluator(make_setup(space=args.space, archs=args.archs, quiet=True), args.split)
-    table = evaluator.table.variant(args.chunk_units)
+    table = evaluator.table.variant(args.chunk_units, args.workers)
     pset, rng = vit_primitive_set(), random.Random(args.seed)
     if args.from_run:  # the memo's formulas, in the order the search met them
         memo = load_checkpoint(Path(args.from_run) / "checkpoint.json")["memo"]
@@ -214,10 +228,10 @@ def main():
     print(f"{args.space}, {args.split} split: {table.n_items} items, {table.nbytes() / 2**20:.0f} MiB "
           f"stacked in {len(table.groups)} groups of {[len(o) for _, o in table.groups]} units, "
           f"{args.trees} random trees, {torch.get_num_threads()} torch threads; units per chunk "
-          f"{units}; sum() reads {bandwidth / 2**30:.1f} GiB/s")
-    if args.compare_chunking and units == [len(o) for _, o in table.groups]:
-        print("note: the chunks are the whole groups (the automatic rule with several torch threads), "
-              "so both paths are one; --chunk-units N compares chunks of N")
+          f"{units}, {table.worker_count()} worker(s); sum() reads {bandwidth / 2**30:.1f} GiB/s")
+    if args.compare_chunking and units == [len(o) for _, o in table.groups] and table.worker_count() == 1:
+        print("note: the chunks are the whole groups on one worker, so both paths are one; "
+              "--chunk-units N or --workers N compares another")
     (user0, sys0), wall0 = cpu_times(), time.perf_counter()
     seconds, calls = Counter(), Counter()
     with contextlib.ExitStack() as watching:
@@ -227,7 +241,7 @@ def main():
         if args.primitives:
             watching.enter_context(primitive_times(pset, seconds, calls))
         if args.compare_chunking:
-            scores = run_chunking(evaluator, table, args.chunk_units, trees, floors)
+            scores = run_chunking(evaluator, table, trees, floors)
         else:
             scores = run_plain(table, trees, floors)
     (user1, sys1), wall = cpu_times(), time.perf_counter() - wall0

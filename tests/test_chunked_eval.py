@@ -1,11 +1,13 @@
-"""StatsTable evaluates a group a chunk of units at a time on the CPU (issue 21): the scores must be
-those of one call on the whole group, for every primitive, random trees of both spaces, Grams,
-matmul and logdet, any chunk size, invalid units and memo hits. (Bit for bit on one thread, as
-these tests run; REL allows for a summation order that changes with the chunk.)"""
+"""StatsTable evaluates a group a chunk of units at a time on the CPU (issue 21), on one thread or
+shared out among worker threads: the scores must be those of one call on the whole group, for
+every primitive, random trees of both spaces, Grams, matmul and logdet, any chunk size, any
+number of workers, invalid units and memo hits. (Bit for bit on one thread, as these tests run;
+REL allows for a summation order that changes with the chunk.)"""
 
 import copy
 import math
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -19,6 +21,9 @@ from vit_space.stats.terminals import Activation, MlpWeight, MsaWeight, vit_prim
 
 WHOLE = 10**9  # more units than any group: the unchunked path
 CHUNKS = (1, 7, WHOLE)
+# (workers, units per chunk) beside the one-worker chunkings: chunks of every group shared out
+# among two threads, and whole groups, one per task
+PARALLEL = ((2, 1), (2, 7), (2, WHOLE))
 REL = 1e-6  # where an op's summation order could change with the chunk (none seen on one thread)
 ARCHS = {"autoformer": 2, "pit": 2}
 DATASETS = ("c100", "flowers")
@@ -42,9 +47,11 @@ def items(autoformer_bench, pit_bench, tiny_cfg, session_cache):
 
 
 def by_chunk_size(stats):
-    """{chunk size: table}, the tables sharing one stack of `stats`."""
+    """{chunk size, or (workers, chunk size): table}, the tables sharing one stack of `stats`;
+    a bare chunk size is one worker."""
     base = StatsTable(stats)
-    return {units: base.variant(units) for units in CHUNKS}
+    return {**{units: base.variant(units, workers=1) for units in CHUNKS},
+            **{(workers, units): base.variant(units, workers) for workers, units in PARALLEL}}
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +75,9 @@ def assert_agree(whole, chunked, what=""):
 
 def assert_chunkings_agree(by_chunk, t):
     whole = by_chunk[WHOLE].scores(t)
-    for units in CHUNKS[:-1]:
-        assert_agree(whole, by_chunk[units].scores(t), f"{t} in chunks of {units}")
+    for key, table in by_chunk.items():
+        if key != WHOLE:
+            assert_agree(whole, table.scores(t), f"{t} in chunks of {key} (or workers, units)")
     return whole
 
 
@@ -177,10 +185,12 @@ def test_a_primitive_that_mixes_units_is_caught(tables, monkeypatch):
     scores in chunks, and assert_agree says so."""
     context = pset().context
     monkeypatch.setitem(context, "zscore:MsaWeight", lambda x: (x - x.mean()) / x.std())
-    by_chunk = {units: t.variant(units) for units, t in tables["autoformer"].items()}  # fresh memos
+    by_chunk = {key: t.variant(t.chunk_units, t.workers)  # fresh memos
+                for key, t in tables["autoformer"].items()}
     t = tree("frobenius(zscore(msa_w))")
-    with pytest.raises(AssertionError):
-        assert_agree(by_chunk[WHOLE].scores(t), by_chunk[7].scores(t))
+    for key in (7, (2, 7)):  # (2, WHOLE) evaluates each group whole: no chunk to tell apart
+        with pytest.raises(AssertionError):
+            assert_agree(by_chunk[WHOLE].scores(t), by_chunk[key].scores(t))
 
 
 # --- invalid units ---------------------------------------------------------------------------
@@ -204,8 +214,7 @@ INVALID = {  # tree -> the items it is invalid on
 
 @pytest.mark.parametrize("space", ARCHS)
 def test_invalid_units_stay_nan_in_either_path(items, space):
-    base = StatsTable(_poisoned(items[space]))
-    by_chunk = {units: base.variant(units) for units in CHUNKS}
+    by_chunk = by_chunk_size(_poisoned(items[space]))
     for text, invalid in INVALID.items():
         whole = assert_chunkings_agree(by_chunk, tree(text))
         assert set(np.flatnonzero(np.isnan(whole))) == invalid, text
@@ -214,10 +223,11 @@ def test_invalid_units_stay_nan_in_either_path(items, space):
 
 # --- the memo ----------------------------------------------------------------------------------
 
-def test_memo_holds_whole_groups_and_repeats_exactly(items):
+@pytest.mark.parametrize("workers", (1, 2))
+def test_memo_holds_whole_groups_and_repeats_exactly(items, workers):
     t = tree("add(mean_abs(mul(msa_w, msa_g)), frobenius(matmul(gram(mlp_ga), msa_a)))")
     whole = StatsTable(items["autoformer"], chunk_units=WHOLE).scores(t)
-    chunked = StatsTable(items["autoformer"], chunk_units=7)
+    chunked = StatsTable(items["autoformer"], chunk_units=7, workers=workers)
     first = chunked.scores(t)
     assert_agree(whole, first)
     np.testing.assert_array_equal(chunked.scores(t), first)  # the second call reads the memo
@@ -235,9 +245,10 @@ def test_memo_holds_whole_groups_and_repeats_exactly(items):
     np.testing.assert_array_equal(chunked.scores(t), expect)
 
 
-def test_memo_hit_on_a_shared_subtree(items):
+@pytest.mark.parametrize("workers", (1, 2))
+def test_memo_hit_on_a_shared_subtree(items, workers):
     """A tree that reuses a memoised subtree, in chunks, equals a fresh unchunked evaluation."""
-    chunked = StatsTable(items["pit"], chunk_units=7)
+    chunked = StatsTable(items["pit"], chunk_units=7, workers=workers)
     chunked.scores(tree("logdet_gram(gram(mlp_g))"))
     other = tree("sub(logdet_gram(gram(mlp_g)), exp(neg(std(msa_a))))")
     fresh = StatsTable(items["pit"], chunk_units=WHOLE).scores(other)
@@ -256,15 +267,50 @@ def test_chunk_size_rule(items):
         assert table.units_per_chunk(inputs) == max(1, CHUNK_BYTES // per_unit)
         meta = {f: v.to("meta") for f, v in inputs.items()}  # any device but the CPU: whole groups
         assert table.units_per_chunk(meta) == units
-        torch.set_num_threads(2)  # several threads: whole groups too
+        torch.set_num_threads(2)  # several threads: one worker each, in chunks (automatic) ...
         try:
-            assert table.units_per_chunk(inputs) == units
+            assert table.worker_count() == 2
+            assert table.units_per_chunk(inputs) == max(1, CHUNK_BYTES // per_unit)
+            # ... or whole groups on both threads where one worker is asked for
+            assert table.variant(None, workers=1).units_per_chunk(inputs) == units
         finally:
             torch.set_num_threads(1)
+    assert table.worker_count() == 1
     assert StatsTable(items["autoformer"], chunk_units=3).units_per_chunk(table.groups[0][0]) == 3
     for bad in (0, -2):
         with pytest.raises(ValueError):
             StatsTable(items["autoformer"], chunk_units=bad)
+        with pytest.raises(ValueError):
+            StatsTable(items["autoformer"], workers=bad)
+
+
+def test_workers_run_torch_on_one_thread_each(items, monkeypatch):
+    """Two workers share a group's chunks out, each with torch on one thread, while the
+    caller's torch thread count, and the default of threads started later, stay as they were."""
+    seen = []
+    real = table_module.evaluate_tree
+
+    def spy(*args):
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        return real(*args)
+
+    monkeypatch.setattr(table_module, "evaluate_tree", spy)
+    torch.set_num_threads(2)
+    try:
+        table = StatsTable(items["autoformer"], chunk_units=1, workers=2)
+        for _ in range(3):  # a worker may take every chunk of a fast call; not of all three
+            table.variant(1, workers=2).scores(tree("nuclear(matmul(gram(mlp_ga), msa_a))"))
+        assert torch.get_num_threads() == 2
+        later = []
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert later == [2]
+    finally:
+        torch.set_num_threads(1)
+    assert len(seen) == 3 * sum(len(owner) for _, owner in table.groups)  # chunks of one unit
+    assert {threads for _, threads in seen} == {1}
+    assert len({ident for ident, _ in seen}) == 2 and threading.get_ident() not in dict(seen)
 
 
 def test_chunk_size_from_the_largest_statistic():

@@ -8,7 +8,11 @@ run's configuration; how a block's MSA and MLP statistics combine is what the tr
 from __future__ import annotations
 
 import copy
+import os
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
@@ -40,6 +44,10 @@ TRIM_AFTER_GROWTH = 2**30
 # (2 threads: 879 against 354 ms): there, groups are evaluated whole (idle too: 1.17x the wall
 # time of whole groups on a warm run's 422 trees).
 CHUNK_BYTES = 2**22
+# With several torch threads on the CPU, the chunks of every group are shared out among as many
+# worker threads, each running torch on one thread: every op of a chunk is then serial and stays
+# in its core's cache, and no op waits at an OpenMP barrier for its partner thread (whole groups
+# on two OpenMP threads spend part of their CPU spinning at the end of each op's parallel region).
 
 
 class ScalarMemo(OrderedDict):
@@ -116,15 +124,78 @@ def evaluate_chunked(tree, pset, inputs: dict, memo: ScalarMemo, units: int, key
     return torch.cat(parts)
 
 
+def _one_torch_thread(ready: threading.Barrier) -> None:
+    """A worker's initialiser: torch on one thread in this thread (OpenMP's thread count is
+    per thread; torch's global default, which the same call sets, is put back by `_workers`
+    once every worker has passed the barrier)."""
+    torch.get_num_threads()  # torch's lazy per-thread set-up first, or it would undo the next line
+    torch.set_num_threads(1)
+    ready.wait()
+
+
+@lru_cache(maxsize=None)
+def _workers(count: int) -> ThreadPoolExecutor:
+    """`count` threads that each run torch on one thread, started at once."""
+    threads = torch.get_num_threads()
+    ready = threading.Barrier(count + 1)
+    pool = ThreadPoolExecutor(count, thread_name_prefix="scoring-units",
+                              initializer=_one_torch_thread, initargs=(ready,))
+    for _ in range(count):  # every submit meets no idle thread yet, so each starts one
+        pool.submit(int)
+    ready.wait()
+    torch.set_num_threads(threads)  # torch's default for threads started later, as before
+    return pool
+
+
+# a forked child inherits the pool but not its threads (see primitives.ops._pool)
+os.register_at_fork(after_in_child=_workers.cache_clear)
+
+
+def _evaluate_part(tree, pset, inputs: dict, fields: list, memo: ScalarMemo, part: slice, keys):
+    """One chunk of a group on a worker: its per-unit values and the scalar results it made."""
+    view = ChunkMemo(memo)
+    view.part = part
+    values = evaluate_tree(tree, pset, {field: inputs[field][part] for field in fields}, view, keys)
+    return values, view.pieces
+
+
+def evaluate_parallel(tree, pset, groups: list, memos: list, units: list, keys: tuple,
+                      workers: int) -> list:
+    """`evaluate_chunked` for every group at once, the chunks of all groups handed to `workers`
+    threads (one torch thread each) as they come free: the same per-unit values, one tensor per
+    group. The memos are only read while the chunks run; what they made is stored afterwards,
+    whole-group vectors as on one thread."""
+    pool = _workers(workers)
+    jobs = []
+    for (inputs, _), memo, size in zip(groups, memos, units):
+        n, fields = len(next(iter(inputs.values()))), fields_read(tree, pset, inputs)
+        jobs.append([pool.submit(_evaluate_part, tree, pset, inputs, fields, memo,
+                                 slice(start, start + size), keys) for start in range(0, n, size)])
+    out = []
+    for memo, parts in zip(memos, jobs):
+        view, values = ChunkMemo(memo), []
+        for part in parts:
+            value, pieces = part.result()
+            values.append(value)
+            for key, made in pieces.items():
+                view.pieces.setdefault(key, []).extend(made)
+        view.store(len(parts))
+        out.append(torch.cat(values))
+    return out
+
+
 class StatsTable:
     """Statistics of `items` (a list of per-item stats dicts, or a `Stacked` of them) as torch
     tensors per block-shape group. On the CPU the tensors share the stacked arrays' memory.
     `chunk_units`: units per chunk of a tree evaluation; None = automatic (`CHUNK_BYTES` on the
-    CPU with one torch thread; whole groups with more, and on CUDA, where one large kernel per op
-    beats many small launches)."""
+    CPU; whole groups on CUDA, where one large kernel per op beats many small launches, and on
+    the CPU with several torch threads and one worker). `workers`: threads that share the chunks
+    out, each running torch on one thread; None = automatic (torch's thread count on the CPU, one
+    on CUDA)."""
 
     def __init__(self, items, device: str = "cpu", aggregate: str = "sum",
-                 memo_entries: int = 20000, chunk_units: Optional[int] = None):
+                 memo_entries: int = 20000, chunk_units: Optional[int] = None,
+                 workers: Optional[int] = None):
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate: {aggregate!r} (expected one of {AGGREGATIONS})")
         self.device, self.aggregate = device, aggregate
@@ -141,7 +212,9 @@ class StatsTable:
         self.memos = [ScalarMemo(memo_entries) for _ in self.groups]
         if chunk_units is not None and chunk_units < 1:
             raise ValueError(f"chunk_units: {chunk_units!r} (expected None or an integer >= 1)")
-        self.chunk_units = chunk_units
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers: {workers!r} (expected None or an integer >= 1)")
+        self.chunk_units, self.workers = chunk_units, workers
 
     def scores(self, tree, pset=None) -> np.ndarray:
         """One float64 score per item; NaN marks an item on which the tree is invalid."""
@@ -149,9 +222,14 @@ class StatsTable:
         if tree[0].ret is not Scalar:
             raise ValueError(f"tree {tree} does not return a per-block Scalar")
         total = torch.zeros(self.n_items, dtype=torch.float64, device=self.device)
-        keys = subtree_keys(tree)
-        for (inputs, owner), memo in zip(self.groups, self.memos):
-            values = evaluate_chunked(tree, pset, inputs, memo, self.units_per_chunk(inputs), keys)
+        keys, workers = subtree_keys(tree), self.worker_count()
+        units = [self.units_per_chunk(inputs) for inputs, _ in self.groups]
+        if workers > 1:
+            per_group = evaluate_parallel(tree, pset, self.groups, self.memos, units, keys, workers)
+        else:
+            per_group = [evaluate_chunked(tree, pset, inputs, memo, size, keys)
+                         for (inputs, _), memo, size in zip(self.groups, self.memos, units)]
+        for (_, owner), values in zip(self.groups, per_group):
             total.index_add_(0, owner, values.to(torch.float64))
         if self.aggregate == "mean":
             total = total / self.block_counts
@@ -160,23 +238,30 @@ class StatsTable:
         release_freed_memory(grown=TRIM_AFTER_GROWTH)
         return out
 
+    def worker_count(self) -> int:
+        """The explicit `workers`; else torch's thread count on the CPU, one on CUDA."""
+        if self.workers is not None:
+            return self.workers
+        ref = next(iter(self.groups[0][0].values())) if self.groups else None
+        return 1 if ref is None or ref.device.type != "cpu" else torch.get_num_threads()
+
     def units_per_chunk(self, inputs: dict) -> int:
-        """The explicit `chunk_units`; else whole groups off the CPU or with several torch
-        threads, and as many units as keep a chunk of the largest terminal within CHUNK_BYTES
-        on one thread (see CHUNK_BYTES)."""
+        """The explicit `chunk_units`; else whole groups off the CPU or on several torch threads
+        in one worker, and as many units as keep a chunk of the largest terminal within
+        CHUNK_BYTES on one torch thread (one worker, or each of several; see CHUNK_BYTES)."""
         if self.chunk_units is not None:
             return self.chunk_units
         ref = next(iter(inputs.values()))
-        if ref.device.type != "cpu" or torch.get_num_threads() > 1:
+        if ref.device.type != "cpu" or (torch.get_num_threads() > 1 and self.worker_count() == 1):
             return len(ref)
         per_unit = max(t[0].numel() * t.element_size() for t in inputs.values())
         return max(1, CHUNK_BYTES // per_unit)
 
-    def variant(self, chunk_units: Optional[int]) -> "StatsTable":
-        """The same statistics (shared, not copied) with another chunking and empty memos: to
-        compare or time the two paths in one process."""
+    def variant(self, chunk_units: Optional[int], workers: Optional[int] = None) -> "StatsTable":
+        """The same statistics (shared, not copied) with another chunking or worker count and
+        empty memos: to compare or time two paths in one process."""
         other = copy.copy(self)
-        other.chunk_units = chunk_units
+        other.chunk_units, other.workers = chunk_units, workers
         other.memos = [ScalarMemo(memo.max_entries) for memo in self.memos]
         return other
 

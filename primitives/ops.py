@@ -131,7 +131,8 @@ def _std64(flat: torch.Tensor) -> torch.Tensor:
     lies within their error bounds of a rounding boundary (or far from its mean's scale): those
     rows and non-finite ones take torch's own `std` (tests/test_primitives.py)."""
     rows, n = max(1, STD64_BYTES // (8 * max(1, flat.shape[1]))), flat.shape[1]
-    mean, std = (torch.empty(flat.shape[0], dtype=torch.float64, device=flat.device) for _ in "ms")
+    mean = torch.empty(flat.shape[0], dtype=torch.float64, device=flat.device)
+    std = torch.empty_like(mean)
     for start in range(0, flat.shape[0], rows):
         piece = flat[start:start + rows].to(torch.float64, copy=True)
         torch.mean(piece, dim=1, out=mean[start:start + rows])

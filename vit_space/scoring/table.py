@@ -75,13 +75,14 @@ class ScalarMemo(OrderedDict):
 
 class ChunkMemo:
     """A group's memo as one chunk of its units sees it: a hit is the group's vector sliced to
-    the chunk, and new scalar results are gathered chunk by chunk and stored whole once every
-    chunk is done, so that the group memo only ever holds whole-group vectors."""
+    the chunk, and new scalar results are kept aside (`made`) and stored whole, by
+    `join_chunks`, once every chunk is done, so that the group memo only ever holds whole-group
+    vectors (and is only read while chunks run, on any thread)."""
 
-    def __init__(self, memo: ScalarMemo):
-        self.memo, self.part, self.pieces, self.hits = memo, slice(0, 0), {}, {}
+    def __init__(self, memo: ScalarMemo, part: slice):
+        self.memo, self.part, self.made, self.hits = memo, part, {}, {}
 
-    def __contains__(self, key):  # asked once per node and chunk: the LRU is touched once
+    def __contains__(self, key):  # asked once per node: the LRU is touched once
         if key not in self.hits:
             self.hits[key] = key in self.memo
         return self.hits[key]
@@ -91,12 +92,7 @@ class ChunkMemo:
 
     def __setitem__(self, key, value):
         if value.dim() == 1:
-            self.pieces.setdefault(key, []).append(value)
-
-    def store(self, chunks: int) -> None:
-        for key, pieces in self.pieces.items():
-            if len(pieces) == chunks:  # every chunk walks the same path: always so
-                self.memo[key] = torch.cat(pieces)
+            self.made[key] = value
 
 
 def fields_read(tree, pset, inputs: dict) -> list:
@@ -108,21 +104,39 @@ def fields_read(tree, pset, inputs: dict) -> list:
     return [f for f in inputs if f in names] or list(inputs)[:1]  # `one` alone: any sets the units
 
 
+def _chunk_slices(inputs: dict, units: int) -> list:
+    """Slices of `units` units that cover a group."""
+    n = len(next(iter(inputs.values())))
+    return [slice(start, start + units) for start in range(0, n, units)]
+
+
+def _evaluate_part(tree, pset, inputs: dict, fields: list, memo: ScalarMemo, part: slice, keys):
+    """One chunk of a group: its per-unit values and the scalar results it made."""
+    view = ChunkMemo(memo, part)
+    values = evaluate_tree(tree, pset, {field: inputs[field][part] for field in fields}, view, keys)
+    return values, view.made
+
+
+def join_chunks(memo: ScalarMemo, parts: list) -> torch.Tensor:
+    """A group's values from its chunks' (values, made), in order; the scalar results that every
+    chunk made (every chunk walks the same path: all of them) go to the memo as whole vectors."""
+    for key in parts[0][1]:
+        if all(key in made for _, made in parts):
+            memo[key] = torch.cat([made[key] for _, made in parts])
+    return torch.cat([values for values, _ in parts])
+
+
 def evaluate_chunked(tree, pset, inputs: dict, memo: ScalarMemo, units: int, keys: tuple):
     """`evaluate_tree` on `units` units at a time, the per-unit results concatenated. Every op
     acts within a unit, so the values are those of one call on the whole group, while each
     temporary is a chunk's size and stays in cache. (A linear-algebra reduction that raises marks
     its chunk invalid rather than the whole group: ops._finite_or_nan.)"""
-    n = len(next(iter(inputs.values())))
-    if units >= n:
+    parts = _chunk_slices(inputs, units)
+    if len(parts) == 1:
         return evaluate_tree(tree, pset, inputs, memo, keys)
-    fields, view, parts = fields_read(tree, pset, inputs), ChunkMemo(memo), []
-    for start in range(0, n, units):
-        view.part = slice(start, start + units)
-        chunk = {field: inputs[field][view.part] for field in fields}
-        parts.append(evaluate_tree(tree, pset, chunk, view, keys))
-    view.store(len(parts))
-    return torch.cat(parts)
+    fields = fields_read(tree, pset, inputs)
+    return join_chunks(memo, [_evaluate_part(tree, pset, inputs, fields, memo, part, keys)
+                              for part in parts])
 
 
 def _one_torch_thread(ready: threading.Barrier) -> None:
@@ -152,37 +166,17 @@ def _workers(count: int) -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_workers.cache_clear)
 
 
-def _evaluate_part(tree, pset, inputs: dict, fields: list, memo: ScalarMemo, part: slice, keys):
-    """One chunk of a group on a worker: its per-unit values and the scalar results it made."""
-    view = ChunkMemo(memo)
-    view.part = part
-    values = evaluate_tree(tree, pset, {field: inputs[field][part] for field in fields}, view, keys)
-    return values, view.pieces
-
-
 def evaluate_parallel(tree, pset, groups: list, memos: list, units: list, keys: tuple,
                       workers: int) -> list:
     """`evaluate_chunked` for every group at once, the chunks of all groups handed to `workers`
     threads (one torch thread each) as they come free: the same per-unit values, one tensor per
-    group. The memos are only read while the chunks run; what they made is stored afterwards,
-    whole-group vectors as on one thread."""
-    pool = _workers(workers)
-    jobs = []
+    group, and the same memo entries, stored once every chunk is done."""
+    pool, jobs = _workers(workers), []
     for (inputs, _), memo, size in zip(groups, memos, units):
-        n, fields = len(next(iter(inputs.values()))), fields_read(tree, pset, inputs)
-        jobs.append([pool.submit(_evaluate_part, tree, pset, inputs, fields, memo,
-                                 slice(start, start + size), keys) for start in range(0, n, size)])
-    out = []
-    for memo, parts in zip(memos, jobs):
-        view, values = ChunkMemo(memo), []
-        for part in parts:
-            value, pieces = part.result()
-            values.append(value)
-            for key, made in pieces.items():
-                view.pieces.setdefault(key, []).extend(made)
-        view.store(len(parts))
-        out.append(torch.cat(values))
-    return out
+        fields = fields_read(tree, pset, inputs)
+        jobs.append([pool.submit(_evaluate_part, tree, pset, inputs, fields, memo, part, keys)
+                     for part in _chunk_slices(inputs, size)])
+    return [join_chunks(memo, [job.result() for job in group]) for memo, group in zip(memos, jobs)]
 
 
 class StatsTable:

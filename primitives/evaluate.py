@@ -45,12 +45,29 @@ def subtree_keys(tree: gp.PrimitiveTree) -> tuple:
     return keys, ends
 
 
+def identity_operands(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped) -> dict:
+    """{index of a node: the input it is} for each op of `tree` marked
+    `identity_keeps_safe_operand` (matmul) whose first argument is an `eye_*` constant and
+    whose second is an input: such a node is that input, if the input is `identity_safe`."""
+    eyes, out = getattr(pset, "eye_sources", {}), {}
+    for index, node in enumerate(tree[:-2]):
+        first, second = tree[index + 1], tree[index + 2]
+        if (not isinstance(node, gp.Terminal)
+                and getattr(pset.context[node.name], "identity_keeps_safe_operand", False)
+                and isinstance(first, gp.Terminal) and first.value in eyes
+                and isinstance(second, gp.Terminal) and second.value not in eyes):
+            out[index] = second.value
+    return out
+
+
 def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
                   inputs: Mapping[str, torch.Tensor],
                   memo: Optional[MutableMapping[str, torch.Tensor]] = None,
-                  keys: Optional[tuple] = None) -> torch.Tensor:
+                  keys: Optional[tuple] = None, safe: frozenset = frozenset()) -> torch.Tensor:
     """Value of `tree` for every unit; NaN/inf in the result marks a unit invalid. `keys`:
-    `subtree_keys(tree)`, when the caller has it already."""
+    `subtree_keys(tree)`, when the caller has it already. `safe`: names of inputs that the
+    caller found `ops.identity_safe`; the identity times one of them is taken as the input itself
+    (the same bits, without a pass over it)."""
     values = dict(inputs)
     # only the constants the tree reads: a chunked evaluation makes them once per chunk
     wanted = {node.value for node in tree if isinstance(node, gp.Terminal)} - values.keys()
@@ -60,12 +77,16 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
     counts = Counter(keys.values())
     units = next(iter(inputs.values())).shape[0]
     local: dict = {}  # subtrees that occur twice or more in this tree are computed once
+    passed = {index: name for index, name in identity_operands(tree, pset).items()
+              if name in safe} if safe else {}
 
     def walk(index: int):
         node = tree[index]
         if isinstance(node, gp.Terminal):
             return values[node.value], index + 1
         end = ends[index]
+        if index in passed:
+            return values[passed[index]], end
         key = keys[index]
         if key in local:
             return local[key], end

@@ -273,6 +273,17 @@ def matmul(g, a):
     return (g @ rows).reshape(a.shape)
 
 
+# an evaluator that knows an operand to be `identity_safe` may take matmul(eye_*, operand) as the
+# operand itself, without the pass that `+ 0.0` costs
+matmul.identity_keeps_safe_operand = True
+
+
+def identity_safe(x: torch.Tensor) -> bool:
+    """Whether the identity times x is x bit for bit: every element finite and no -0.0 (the
+    product turns it into +0.0). A caller checks a statistic once and reuses the answer."""
+    return bool(torch.isfinite(x).all()) and not bool((torch.signbit(x) & (x == 0)).any())
+
+
 SCALAR_UNARY = {
     "abs": abs_, "neg": neg, "log": log, "sqrt": sqrt, "exp": exp, "square": square,
     "reciprocal": reciprocal, "sigmoid": sigmoid, "tanh": tanh,

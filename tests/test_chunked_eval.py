@@ -221,6 +221,32 @@ def test_invalid_units_stay_nan_in_either_path(items, space):
         assert np.isfinite(np.delete(whole, list(invalid))).all(), text
 
 
+IDENTITY_PRODUCTS = ("frobenius(matmul(eye_msa_w, msa_w))", "nuclear(matmul(eye_msa_w, msa_g))",
+                     "l1(sub(matmul(eye_msa_a, mlp_a), matmul(eye_msa_a, matmul(eye_msa_a, msa_a))))")
+
+
+@pytest.mark.parametrize("workers", (1, 2))
+def test_identity_products_of_statistics_keep_the_bits(items, workers, monkeypatch):
+    """matmul(eye_*, statistic) is the statistic itself where the statistic is finite with no
+    -0.0 (checked per group), the product elsewhere: the scores are the product's, bit for bit."""
+    stats = _poisoned(items["autoformer"])
+    stats[2]["blocks"][0]["msa_w"][0, 0] = -0.0  # the product would make it +0.0
+    passing = StatsTable(stats, chunk_units=7, workers=workers)
+    multiplying = StatsTable(stats, chunk_units=7, workers=workers)
+    clean = StatsTable(items["autoformer"], chunk_units=7, workers=workers)
+    for text in IDENTITY_PRODUCTS:
+        t = tree(text)
+        got = passing.scores(t)
+        with monkeypatch.context() as patch:
+            patch.setattr(table_module, "identity_operands", lambda *args: {})
+            expect = multiplying.scores(t)
+        np.testing.assert_array_equal(got, expect, err_msg=text)
+    safe = passing.safe_operands(tree(IDENTITY_PRODUCTS[0]), pset())
+    assert not all("msa_w" in names for names in safe)  # -0.0 or NaN in some group: multiplied
+    assert all(clean.safe_operands(tree(text), pset()) == [frozenset({"msa_w"})] * len(clean.groups)
+               for text in IDENTITY_PRODUCTS[:1])
+
+
 # --- the memo ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("workers", (1, 2))

@@ -290,6 +290,34 @@ def test_identity_product_is_the_batched_product_bit_for_bit():
     assert not ops._is_identity(torch.eye(6).repeat(3, 1, 1)) and ops._is_identity(torch.eye(6).expand(3, 6, 6))
 
 
+def test_identity_safe_statistics_pass_through_the_identity_product():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(4, 3, 5, generator=g)
+    assert ops.identity_safe(w) and ops.identity_safe(torch.zeros(2, 3))
+    for bad in (-0.0, float("nan"), float("inf"), -float("inf")):
+        x = w.clone()
+        x[2, 1, 4] = bad
+        assert not ops.identity_safe(x), bad
+    # as a tree's node: the input itself (no pass over it), the same bits as the product
+    tensor_pset = build_primitive_set(SMALL_TERMINALS, ret=W)
+    tree = parse_formula("matmul(eye_w, w)", tensor_pset)
+    from primitives.evaluate import identity_operands
+    assert identity_operands(tree, tensor_pset) == {0: "w"}
+    inputs = {"w": w, "g": w, "a": torch.randn(4, 2, 2, 5, generator=g), "n": torch.ones(4)}
+    passed = evaluate_tree(tree, tensor_pset, inputs, safe=frozenset({"w"}))
+    assert passed is inputs["w"]
+    assert torch.equal(_bits(passed), _bits(evaluate_tree(tree, tensor_pset, inputs)))
+    # only eye_* times an input: a Gram of the input, a computed operand or `g` not declared
+    # safe take the op
+    for text in ("matmul(gram(w), w)", "matmul(eye_w, neg(w))", "matmul(eye_w, g)"):
+        other = parse_formula(text, tensor_pset)
+        out = evaluate_tree(other, tensor_pset, inputs, safe=frozenset({"w"}))
+        assert out is not inputs["w"] and out is not inputs["g"], text
+    scalar_pset = build_primitive_set(SMALL_TERMINALS)
+    nested = parse_formula("frobenius(matmul(eye_w, matmul(eye_w, w)))", scalar_pset)
+    assert identity_operands(nested, scalar_pset) == {3: "w"}  # the inner product only
+
+
 @pytest.mark.parametrize("units", [1, ops.GRAM64_UNITS - 1, ops.GRAM64_UNITS, ops.GRAM64_UNITS + 1, 100])
 def test_float64_grams_in_chunks_are_the_whole_products_bit_for_bit(units):
     g = torch.Generator().manual_seed(units)

@@ -20,7 +20,8 @@ import torch
 from deap import gp
 
 from primitives import Scalar, evaluate_tree
-from primitives.evaluate import subtree_keys
+from primitives.evaluate import identity_operands, subtree_keys
+from primitives.ops import identity_safe
 from vit_space.core.malloc import release_freed_memory
 from vit_space.stats.stacking import Stacked, stack_items
 from vit_space.stats.statistics import SCALAR_FIELDS, TENSOR_FIELDS
@@ -110,10 +111,12 @@ def _chunk_slices(inputs: dict, units: int) -> list:
     return [slice(start, start + units) for start in range(0, n, units)]
 
 
-def _evaluate_part(tree, pset, inputs: dict, fields: list, memo: ScalarMemo, part: slice, keys):
+def _evaluate_part(tree, pset, inputs: dict, fields: list, memo: ScalarMemo, part: slice, keys,
+                   safe: frozenset):
     """One chunk of a group: its per-unit values and the scalar results it made."""
     view = ChunkMemo(memo, part)
-    values = evaluate_tree(tree, pset, {field: inputs[field][part] for field in fields}, view, keys)
+    values = evaluate_tree(tree, pset, {field: inputs[field][part] for field in fields}, view, keys,
+                           safe)
     return values, view.made
 
 
@@ -126,16 +129,17 @@ def join_chunks(memo: ScalarMemo, parts: list) -> torch.Tensor:
     return torch.cat([values for values, _ in parts])
 
 
-def evaluate_chunked(tree, pset, inputs: dict, memo: ScalarMemo, units: int, keys: tuple):
+def evaluate_chunked(tree, pset, inputs: dict, memo: ScalarMemo, units: int, keys: tuple,
+                     safe: frozenset = frozenset()):
     """`evaluate_tree` on `units` units at a time, the per-unit results concatenated. Every op
     acts within a unit, so the values are those of one call on the whole group, while each
     temporary is a chunk's size and stays in cache. (A linear-algebra reduction that raises marks
     its chunk invalid rather than the whole group: ops._finite_or_nan.)"""
     parts = _chunk_slices(inputs, units)
     if len(parts) == 1:
-        return evaluate_tree(tree, pset, inputs, memo, keys)
+        return evaluate_tree(tree, pset, inputs, memo, keys, safe)
     fields = fields_read(tree, pset, inputs)
-    return join_chunks(memo, [_evaluate_part(tree, pset, inputs, fields, memo, part, keys)
+    return join_chunks(memo, [_evaluate_part(tree, pset, inputs, fields, memo, part, keys, safe)
                               for part in parts])
 
 
@@ -167,14 +171,14 @@ os.register_at_fork(after_in_child=_workers.cache_clear)
 
 
 def evaluate_parallel(tree, pset, groups: list, memos: list, units: list, keys: tuple,
-                      workers: int) -> list:
+                      workers: int, safe: list) -> list:
     """`evaluate_chunked` for every group at once, the chunks of all groups handed to `workers`
     threads (one torch thread each) as they come free: the same per-unit values, one tensor per
     group, and the same memo entries, stored once every chunk is done."""
     pool, jobs = _workers(workers), []
-    for (inputs, _), memo, size in zip(groups, memos, units):
+    for (inputs, _), memo, size, known in zip(groups, memos, units, safe):
         fields = fields_read(tree, pset, inputs)
-        jobs.append([pool.submit(_evaluate_part, tree, pset, inputs, fields, memo, part, keys)
+        jobs.append([pool.submit(_evaluate_part, tree, pset, inputs, fields, memo, part, keys, known)
                      for part in _chunk_slices(inputs, size)])
     return [join_chunks(memo, [job.result() for job in group]) for memo, group in zip(memos, jobs)]
 
@@ -205,6 +209,7 @@ class StatsTable:
             counts.index_add_(0, owner, torch.ones(len(owner), dtype=torch.float64, device=device))
         self.block_counts = counts
         self.memos = [ScalarMemo(memo_entries) for _ in self.groups]
+        self.identity_safe = [{} for _ in self.groups]  # per group, statistic -> ops.identity_safe
         if chunk_units is not None and chunk_units < 1:
             raise ValueError(f"chunk_units: {chunk_units!r} (expected None or an integer >= 1)")
         if workers is not None and workers < 1:
@@ -219,11 +224,14 @@ class StatsTable:
         total = torch.zeros(self.n_items, dtype=torch.float64, device=self.device)
         keys, workers = subtree_keys(tree), self.worker_count()
         units = [self.units_per_chunk(inputs) for inputs, _ in self.groups]
+        safe = self.safe_operands(tree, pset)
         if workers > 1:
-            per_group = evaluate_parallel(tree, pset, self.groups, self.memos, units, keys, workers)
+            per_group = evaluate_parallel(tree, pset, self.groups, self.memos, units, keys, workers,
+                                          safe)
         else:
-            per_group = [evaluate_chunked(tree, pset, inputs, memo, size, keys)
-                         for (inputs, _), memo, size in zip(self.groups, self.memos, units)]
+            per_group = [evaluate_chunked(tree, pset, inputs, memo, size, keys, known)
+                         for (inputs, _), memo, size, known
+                         in zip(self.groups, self.memos, units, safe)]
         for (_, owner), values in zip(self.groups, per_group):
             total.index_add_(0, owner, values.to(torch.float64))
         if self.aggregate == "mean":
@@ -231,6 +239,18 @@ class StatsTable:
         out = total.cpu().numpy()
         out[~np.isfinite(out)] = np.nan
         release_freed_memory(grown=TRIM_AFTER_GROWTH)
+        return out
+
+    def safe_operands(self, tree, pset) -> list:
+        """Per group, the statistics that `tree` multiplies by an identity constant and that are
+        `identity_safe` there (checked once per group and statistic, on first need): a third of a
+        default run's trees take matmul(eye_*, statistic), which is then the statistic itself."""
+        names = set(identity_operands(tree, pset).values())
+        out = []
+        for (inputs, _), known in zip(self.groups, self.identity_safe):
+            for name in names - known.keys():
+                known[name] = identity_safe(inputs[name])
+            out.append(frozenset(name for name in names if known[name]))
         return out
 
     def worker_count(self) -> int:

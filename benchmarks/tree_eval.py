@@ -17,10 +17,14 @@ scores the trees a search evaluated (its checkpoint's memo, in its order, one sh
 as in the search) instead of random ones, and --profile N prints the N torch ops that took most
 CPU over them, and --primitives N the N typed primitives that took most wall time (each call's
 own op: its arguments are computed before it): where a search's evaluation time goes.
+--float32-linalg asks what cheaper arithmetic would buy: `nuclear` and `logdet_gram` take float32
+Grams, eigenvalues and Cholesky factors instead of float64 ones (this changes scores: with
+--compare, the trees whose scores, NaN patterns and JCMs change are counted).
 
     python benchmarks/tree_eval.py [--space autoformer] [--archs 20] [--trees 80] [--threads 2]
         [--chunk-units auto|whole|N] [--workers auto|N] [--save a.npy] [--compare b.npy]
         [--compare-chunking] [--from-run runs/evolve] [--profile 20] [--primitives 20]
+        [--float32-linalg]
 """
 import argparse
 import contextlib
@@ -39,7 +43,7 @@ from deap import gp  # noqa: E402
 
 from gp.checkpoint import load_checkpoint  # noqa: E402
 from gp.run import split_evaluator  # noqa: E402
-from primitives import generate_tree, parse_formula  # noqa: E402
+from primitives import generate_tree, ops, parse_formula  # noqa: E402
 from vit_space.setup_run import make_setup  # noqa: E402
 from vit_space.stats.terminals import vit_primitive_set  # noqa: E402
 
@@ -118,6 +122,47 @@ def primitive_times(pset, seconds: Counter, calls: Counter):
         yield
     finally:
         pset.context.update(originals)
+
+
+def nuclear_float32(x):
+    """`ops.nuclear` on a float32 Gram and float32 eigenvalues (a what-if, not a primitive)."""
+    return ops._finite_or_nan(ops._rows(x), lambda m: torch.linalg.eigvalsh(ops._small_gram(m))
+                              .clamp(min=0).sqrt().sum(dim=-1))
+
+
+def logdet_gram_float32(x):
+    """`ops.logdet_gram` on a float32 Gram and Cholesky factor (a what-if, not a primitive)."""
+    def fn(m):
+        g = ops._row_gram(m) / m.shape[-1]
+        chol, info = torch.linalg.cholesky_ex(g + 1e-6 * torch.eye(g.shape[-1], dtype=g.dtype))
+        value = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(dim=-1)
+        return torch.where(info == 0, value, torch.full_like(value, float("nan")))
+    return ops._finite_or_nan(ops._rows(x), fn)
+
+
+@contextlib.contextmanager
+def float32_linear_algebra(pset):
+    """Within the block, `pset`'s nuclear and logdet_gram primitives are the float32 forms."""
+    forms = {"nuclear": nuclear_float32, "logdet_gram": logdet_gram_float32}
+    originals = {name: fn for name, fn in pset.context.items() if name.split(":")[0] in forms}
+    pset.context.update({name: forms[name.split(":")[0]] for name in originals})
+    try:
+        yield
+    finally:
+        pset.context.update(originals)
+
+
+def compare_scores(evaluator, scores, reference) -> str:
+    """Whether `scores` are `reference` bit for bit, else in how many trees they, their NaN
+    pattern and their JCM differ."""
+    if np.array_equal(scores, reference, equal_nan=True):
+        return "True"
+    changed = [i for i in range(len(scores))
+               if not np.array_equal(scores[i], reference[i], equal_nan=True)]
+    nans = sum(not np.array_equal(np.isnan(scores[i]), np.isnan(reference[i])) for i in changed)
+    jcms = sum(jcm_of(evaluator, scores[i]) != jcm_of(evaluator, reference[i]) for i in changed)
+    return (f"False: scores differ in {len(changed)} of {len(scores)} trees, NaN patterns in {nans}, "
+            f"JCMs in {jcms}")
 
 
 def jcm_of(evaluator, flat) -> float:
@@ -210,6 +255,8 @@ def main():
     p.add_argument("--profile", type=int, default=0, help="print the N ops with most CPU time")
     p.add_argument("--primitives", type=int, default=0,
                    help="print the N typed primitives with most wall time")
+    p.add_argument("--float32-linalg", action="store_true",
+                   help="what if nuclear and logdet_gram worked in float32 (changes the scores)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -238,6 +285,8 @@ def main():
         if args.profile:
             prof = watching.enter_context(
                 torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]))
+        if args.float32_linalg:
+            watching.enter_context(float32_linear_algebra(pset))
         if args.primitives:
             watching.enter_context(primitive_times(pset, seconds, calls))
         if args.compare_chunking:
@@ -260,7 +309,7 @@ def main():
         np.save(args.save, scores)
     if args.compare:
         print(f"scores identical to {args.compare}: "
-              f"{np.array_equal(scores, np.load(args.compare), equal_nan=True)}")
+              f"{compare_scores(evaluator, scores, np.load(args.compare))}")
 
 
 if __name__ == "__main__":

@@ -55,22 +55,23 @@ def cpu_times() -> tuple:
     return usage.ru_utime, usage.ru_stime
 
 
+def count_or_word(text: str, words: dict):
+    """A count >= 1, or one of `words` (word -> the value it stands for)."""
+    if text in words:
+        return words[text]
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {', '.join(words)} or an integer >= 1")
+    return int(text)
+
+
 def worker_setting(text: str):
     """--workers: auto (None, the table's own rule) or a thread count."""
-    if text == "auto":
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected auto or an integer >= 1")
-    return int(text)
+    return count_or_word(text, {"auto": None})
 
 
 def chunk_setting(text: str):
     """--chunk-units: auto (None, the table's own rule), whole (no chunking) or a unit count."""
-    if text in ("auto", "whole"):
-        return None if text == "auto" else WHOLE
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected auto, whole or an integer >= 1")
-    return int(text)
+    return count_or_word(text, {"auto": None, "whole": WHOLE})
 
 
 def sum_bandwidth(table, repeats: int = 3) -> float:
@@ -124,32 +125,17 @@ def primitive_times(pset, seconds: Counter, calls: Counter):
         pset.context.update(originals)
 
 
-def nuclear_float32(x):
-    """`ops.nuclear` on a float32 Gram and float32 eigenvalues (a what-if, not a primitive)."""
-    return ops._finite_or_nan(ops._rows(x), lambda m: torch.linalg.eigvalsh(ops._small_gram(m))
-                              .clamp(min=0).sqrt().sum(dim=-1))
-
-
-def logdet_gram_float32(x):
-    """`ops.logdet_gram` on a float32 Gram and Cholesky factor (a what-if, not a primitive)."""
-    def fn(m):
-        g = ops._row_gram(m) / m.shape[-1]
-        chol, info = torch.linalg.cholesky_ex(g + 1e-6 * torch.eye(g.shape[-1], dtype=g.dtype))
-        value = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(dim=-1)
-        return torch.where(info == 0, value, torch.full_like(value, float("nan")))
-    return ops._finite_or_nan(ops._rows(x), fn)
-
-
 @contextlib.contextmanager
-def float32_linear_algebra(pset):
-    """Within the block, `pset`'s nuclear and logdet_gram primitives are the float32 forms."""
-    forms = {"nuclear": nuclear_float32, "logdet_gram": logdet_gram_float32}
-    originals = {name: fn for name, fn in pset.context.items() if name.split(":")[0] in forms}
-    pset.context.update({name: forms[name.split(":")[0]] for name in originals})
+def float32_linear_algebra():
+    """Within the block, `nuclear` and `logdet_gram` take float32 Grams (`ops._gram64` keeps its
+    input's dtype), so their eigenvalues and Cholesky factors are float32 too: the ops
+    themselves, on cheaper arithmetic."""
+    float64 = ops._gram64
+    ops._gram64 = lambda m, product=ops._row_gram: product(m)
     try:
         yield
     finally:
-        pset.context.update(originals)
+        ops._gram64 = float64
 
 
 def compare_scores(evaluator, scores, reference) -> str:
@@ -286,7 +272,7 @@ def main():
             prof = watching.enter_context(
                 torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]))
         if args.float32_linalg:
-            watching.enter_context(float32_linear_algebra(pset))
+            watching.enter_context(float32_linear_algebra())
         if args.primitives:
             watching.enter_context(primitive_times(pset, seconds, calls))
         if args.compare_chunking:

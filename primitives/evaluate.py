@@ -6,6 +6,7 @@ the subtree's printed formula, which determines its value given the inputs.
 from __future__ import annotations
 
 from collections import Counter
+from types import MappingProxyType
 from typing import Mapping, MutableMapping, Optional
 
 import torch
@@ -48,7 +49,8 @@ def subtree_keys(tree: gp.PrimitiveTree) -> tuple:
 def identity_operands(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped) -> dict:
     """{index of a node: the input it is} for each op of `tree` marked
     `identity_keeps_safe_operand` (matmul) whose first argument is an `eye_*` constant and
-    whose second is an input: such a node is that input, if the input is `identity_safe`."""
+    whose second is an input: such a node is that input, if the input is `identity_safe` (the
+    caller checks, and hands `evaluate_tree` the nodes that pass)."""
     eyes, out = getattr(pset, "eye_sources", {}), {}
     for index, node in enumerate(tree[:-2]):
         first, second = tree[index + 1], tree[index + 2]
@@ -63,11 +65,13 @@ def identity_operands(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped) -> dic
 def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
                   inputs: Mapping[str, torch.Tensor],
                   memo: Optional[MutableMapping[str, torch.Tensor]] = None,
-                  keys: Optional[tuple] = None, safe: frozenset = frozenset()) -> torch.Tensor:
+                  keys: Optional[tuple] = None,
+                  passed: Mapping[int, str] = MappingProxyType({})) -> torch.Tensor:
     """Value of `tree` for every unit; NaN/inf in the result marks a unit invalid. `keys`:
-    `subtree_keys(tree)`, when the caller has it already. `safe`: names of inputs that the
-    caller found `ops.identity_safe`; the identity times one of them is taken as the input itself
-    (the same bits, without a pass over it)."""
+    `subtree_keys(tree)`, when the caller has it already. `passed`: nodes of
+    `identity_operands(tree, pset)` whose input the caller found `ops.identity_safe`; each is
+    taken as that input itself (the same bits, without a pass over it). Both depend on the tree
+    and the inputs alone, so a caller that evaluates one tree on many chunks finds them once."""
     values = dict(inputs)
     # only the constants the tree reads: a chunked evaluation makes them once per chunk
     wanted = {node.value for node in tree if isinstance(node, gp.Terminal)} - values.keys()
@@ -77,8 +81,6 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
     counts = Counter(keys.values())
     units = next(iter(inputs.values())).shape[0]
     local: dict = {}  # subtrees that occur twice or more in this tree are computed once
-    passed = {index: name for index, name in identity_operands(tree, pset).items()
-              if name in safe} if safe else {}
 
     def walk(index: int):
         node = tree[index]

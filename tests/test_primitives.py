@@ -304,14 +304,15 @@ def test_identity_safe_statistics_pass_through_the_identity_product():
     from primitives.evaluate import identity_operands
     assert identity_operands(tree, tensor_pset) == {0: "w"}
     inputs = {"w": w, "g": w, "a": torch.randn(4, 2, 2, 5, generator=g), "n": torch.ones(4)}
-    passed = evaluate_tree(tree, tensor_pset, inputs, safe=frozenset({"w"}))
+    passed = evaluate_tree(tree, tensor_pset, inputs, passed={0: "w"})
     assert passed is inputs["w"]
     assert torch.equal(_bits(passed), _bits(evaluate_tree(tree, tensor_pset, inputs)))
     # only eye_* times an input: a Gram of the input, a computed operand or `g` not declared
     # safe take the op
     for text in ("matmul(gram(w), w)", "matmul(eye_w, neg(w))", "matmul(eye_w, g)"):
         other = parse_formula(text, tensor_pset)
-        out = evaluate_tree(other, tensor_pset, inputs, safe=frozenset({"w"}))
+        nodes = {i: name for i, name in identity_operands(other, tensor_pset).items() if name == "w"}
+        out = evaluate_tree(other, tensor_pset, inputs, passed=nodes)
         assert out is not inputs["w"] and out is not inputs["g"], text
     scalar_pset = build_primitive_set(SMALL_TERMINALS)
     nested = parse_formula("frobenius(matmul(eye_w, matmul(eye_w, w)))", scalar_pset)

@@ -112,11 +112,11 @@ def _chunk_slices(inputs: dict, units: int) -> list:
 
 
 def _evaluate_part(tree, pset, inputs: dict, fields: list, memo: ScalarMemo, part: slice, keys,
-                   safe: frozenset):
+                   passed: dict):
     """One chunk of a group: its per-unit values and the scalar results it made."""
     view = ChunkMemo(memo, part)
     values = evaluate_tree(tree, pset, {field: inputs[field][part] for field in fields}, view, keys,
-                           safe)
+                           passed)
     return values, view.made
 
 
@@ -130,16 +130,16 @@ def join_chunks(memo: ScalarMemo, parts: list) -> torch.Tensor:
 
 
 def evaluate_chunked(tree, pset, inputs: dict, memo: ScalarMemo, units: int, keys: tuple,
-                     safe: frozenset = frozenset()):
+                     passed: Optional[dict] = None):
     """`evaluate_tree` on `units` units at a time, the per-unit results concatenated. Every op
     acts within a unit, so the values are those of one call on the whole group, while each
     temporary is a chunk's size and stays in cache. (A linear-algebra reduction that raises marks
     its chunk invalid rather than the whole group: ops._finite_or_nan.)"""
-    parts = _chunk_slices(inputs, units)
+    parts, passed = _chunk_slices(inputs, units), passed or {}
     if len(parts) == 1:
-        return evaluate_tree(tree, pset, inputs, memo, keys, safe)
+        return evaluate_tree(tree, pset, inputs, memo, keys, passed)
     fields = fields_read(tree, pset, inputs)
-    return join_chunks(memo, [_evaluate_part(tree, pset, inputs, fields, memo, part, keys, safe)
+    return join_chunks(memo, [_evaluate_part(tree, pset, inputs, fields, memo, part, keys, passed)
                               for part in parts])
 
 
@@ -171,14 +171,14 @@ os.register_at_fork(after_in_child=_workers.cache_clear)
 
 
 def evaluate_parallel(tree, pset, groups: list, memos: list, units: list, keys: tuple,
-                      workers: int, safe: list) -> list:
+                      workers: int, passed: list) -> list:
     """`evaluate_chunked` for every group at once, the chunks of all groups handed to `workers`
     threads (one torch thread each) as they come free: the same per-unit values, one tensor per
     group, and the same memo entries, stored once every chunk is done."""
     pool, jobs = _workers(workers), []
-    for (inputs, _), memo, size, known in zip(groups, memos, units, safe):
+    for (inputs, _), memo, size, nodes in zip(groups, memos, units, passed):
         fields = fields_read(tree, pset, inputs)
-        jobs.append([pool.submit(_evaluate_part, tree, pset, inputs, fields, memo, part, keys, known)
+        jobs.append([pool.submit(_evaluate_part, tree, pset, inputs, fields, memo, part, keys, nodes)
                      for part in _chunk_slices(inputs, size)])
     return [join_chunks(memo, [job.result() for job in group]) for memo, group in zip(memos, jobs)]
 
@@ -224,14 +224,14 @@ class StatsTable:
         total = torch.zeros(self.n_items, dtype=torch.float64, device=self.device)
         keys, workers = subtree_keys(tree), self.worker_count()
         units = [self.units_per_chunk(inputs) for inputs, _ in self.groups]
-        safe = self.safe_operands(tree, pset)
+        passed = self.passed_nodes(tree, pset)
         if workers > 1:
             per_group = evaluate_parallel(tree, pset, self.groups, self.memos, units, keys, workers,
-                                          safe)
+                                          passed)
         else:
-            per_group = [evaluate_chunked(tree, pset, inputs, memo, size, keys, known)
-                         for (inputs, _), memo, size, known
-                         in zip(self.groups, self.memos, units, safe)]
+            per_group = [evaluate_chunked(tree, pset, inputs, memo, size, keys, nodes)
+                         for (inputs, _), memo, size, nodes
+                         in zip(self.groups, self.memos, units, passed)]
         for (_, owner), values in zip(self.groups, per_group):
             total.index_add_(0, owner, values.to(torch.float64))
         if self.aggregate == "mean":
@@ -241,17 +241,22 @@ class StatsTable:
         release_freed_memory(grown=TRIM_AFTER_GROWTH)
         return out
 
-    def safe_operands(self, tree, pset) -> list:
-        """Per group, the statistics that `tree` multiplies by an identity constant and that are
-        `identity_safe` there (checked once per group and statistic, on first need): a third of a
-        default run's trees take matmul(eye_*, statistic), which is then the statistic itself."""
-        names = set(identity_operands(tree, pset).values())
+    def passed_nodes(self, tree, pset) -> list:
+        """Per group, {node: statistic} for the nodes of `tree` that multiply a statistic by an
+        identity constant where that statistic is `identity_safe` (checked once per group and
+        statistic, on first need): a third of a default run's trees take matmul(eye_*,
+        statistic), which is then the statistic itself."""
+        operands = identity_operands(tree, pset)
         out = []
         for (inputs, _), known in zip(self.groups, self.identity_safe):
-            for name in names - known.keys():
+            for name in set(operands.values()) - known.keys():
                 known[name] = identity_safe(inputs[name])
-            out.append(frozenset(name for name in names if known[name]))
+            out.append({node: name for node, name in operands.items() if known[name]})
         return out
+
+    def safe_operands(self, tree, pset) -> list:
+        """Per group, the statistics that `passed_nodes` takes as themselves."""
+        return [frozenset(nodes.values()) for nodes in self.passed_nodes(tree, pset)]
 
     def worker_count(self) -> int:
         """The explicit `workers`; else torch's thread count on the CPU, one on CUDA."""

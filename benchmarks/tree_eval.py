@@ -50,6 +50,9 @@ from vit_space.stats.terminals import vit_primitive_set  # noqa: E402
 WHOLE = sys.maxsize  # chunk_units of the unchunked path: more units than any group
 
 
+WORKER_KINDS = {"auto": None, "processes": True, "threads": False}  # StatsTable's `processes`
+
+
 def cpu_times() -> tuple:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime, usage.ru_stime
@@ -95,10 +98,12 @@ def bytes_read(table, tree) -> int:
 
 
 def timed(table, tree) -> tuple:
-    """(scores, wall seconds, CPU seconds of the whole process: every thread counts)."""
-    wall, cpu = time.perf_counter(), time.process_time()
+    """(scores, wall seconds, CPU seconds of the whole process, every thread counting, and of
+    its helper processes)."""
+    wall, cpu = time.perf_counter(), time.process_time() + table.helper_cpu_seconds()
     scores = table.scores(tree)
-    return scores, time.perf_counter() - wall, time.process_time() - cpu
+    return (scores, time.perf_counter() - wall,
+            time.process_time() + table.helper_cpu_seconds() - cpu)
 
 
 @contextlib.contextmanager
@@ -232,6 +237,9 @@ def main():
                    help="units per chunk: auto (default), whole or N")
     p.add_argument("--workers", type=worker_setting, default=None,
                    help="threads sharing out the chunks: auto (default) or N")
+    p.add_argument("--worker-kind", choices=sorted(WORKER_KINDS), default="auto",
+                   help="workers as forked helper processes or as threads (auto: processes where "
+                   "fork exists)")
     p.add_argument("--save", help="write the scores (trees x items) to this .npy file")
     p.add_argument("--compare", help="a .npy file written by --save: are the scores identical?")
     p.add_argument("--compare-chunking", action="store_true",
@@ -247,7 +255,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     evaluator = split_evaluator(make_setup(space=args.space, archs=args.archs, quiet=True), args.split)
-    table = evaluator.table.variant(args.chunk_units, args.workers)
+    table = evaluator.table.variant(args.chunk_units, args.workers, WORKER_KINDS[args.worker_kind])
     pset, rng = vit_primitive_set(), random.Random(args.seed)
     if args.from_run:  # the memo's formulas, in the order the search met them
         memo = load_checkpoint(Path(args.from_run) / "checkpoint.json")["memo"]
@@ -258,14 +266,16 @@ def main():
     bandwidth = sum_bandwidth(table)
     floors = [bytes_read(table, tree) / bandwidth for tree in trees]
     units = [min(table.units_per_chunk(inputs), len(o)) for inputs, o in table.groups]
+    kind = (" (this process and helper processes)" if table.uses_processes() else " (threads)"
+            ) if table.worker_count() > 1 else ""
     print(f"{args.space}, {args.split} split: {table.n_items} items, {table.nbytes() / 2**20:.0f} MiB "
           f"stacked in {len(table.groups)} groups of {[len(o) for _, o in table.groups]} units, "
           f"{args.trees} random trees, {torch.get_num_threads()} torch threads; units per chunk "
-          f"{units}, {table.worker_count()} worker(s); sum() reads {bandwidth / 2**30:.1f} GiB/s")
+          f"{units}, {table.worker_count()} worker(s){kind}; sum() reads {bandwidth / 2**30:.1f} GiB/s")
     if args.compare_chunking and units == [len(o) for _, o in table.groups] and table.worker_count() == 1:
         print("note: the chunks are the whole groups on one worker, so both paths are one; "
               "--chunk-units N or --workers N compares another")
-    (user0, sys0), wall0 = cpu_times(), time.perf_counter()
+    (user0, sys0), helpers0, wall0 = cpu_times(), table.helper_cpu_seconds(), time.perf_counter()
     seconds, calls = Counter(), Counter()
     with contextlib.ExitStack() as watching:
         if args.profile:
@@ -280,10 +290,12 @@ def main():
         else:
             scores = run_plain(table, trees, floors)
     (user1, sys1), wall = cpu_times(), time.perf_counter() - wall0
+    helpers = table.helper_cpu_seconds() - helpers0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     per = args.trees * (2 if args.compare_chunking else 1)
     print(f"per evaluation: {(user1 - user0) / per:.3f} s user + {(sys1 - sys0) / per:.3f} s "
-          f"system CPU, {wall / per:.3f} s wall; peak RSS {peak:.2f} GiB")
+          f"system CPU, {helpers / per:.3f} s CPU in helper processes, {wall / per:.3f} s wall; "
+          f"peak RSS {peak:.2f} GiB (this process)")
     if args.profile:  # the profiler's own overhead is in the times above
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
     if args.primitives:

@@ -13,9 +13,8 @@ import hashlib
 import threading
 
 import numpy as np
-from scipy.stats import rankdata
 
-from vit_space.scoring.jcm import WORST
+from vit_space.scoring.jcm import WORST, average_ranks
 
 REJECT_REASONS = ("terminal", "invalid", "constant", "too_large", "duplicate", "phenotype")
 
@@ -25,7 +24,7 @@ def phenotype_key(scores: dict) -> str:
     h = hashlib.sha1()
     for column in sorted(scores):
         h.update(column.encode())
-        h.update(rankdata(np.asarray(scores[column], dtype=np.float64)).tobytes())
+        h.update(average_ranks(np.asarray(scores[column], dtype=np.float64)).tobytes())
     return h.hexdigest()[:20]
 
 

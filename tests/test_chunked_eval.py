@@ -22,8 +22,10 @@ from vit_space.stats.terminals import Activation, MlpWeight, MsaWeight, vit_prim
 WHOLE = 10**9  # more units than any group: the unchunked path
 CHUNKS = (1, 7, WHOLE)
 # (workers, units per chunk) beside the one-worker chunkings: chunks of every group shared out
-# among two threads, and whole groups, one per task
+# among two workers (helper processes where fork exists), and whole groups, one per task; and
+# ("threads", workers, units): the same on worker threads
 PARALLEL = ((2, 1), (2, 7), (2, WHOLE))
+THREADED = ((2, 7),)
 REL = 1e-6  # where an op's summation order could change with the chunk (none seen on one thread)
 ARCHS = {"autoformer": 2, "pit": 2}
 DATASETS = ("c100", "flowers")
@@ -51,7 +53,9 @@ def by_chunk_size(stats):
     a bare chunk size is one worker."""
     base = StatsTable(stats)
     return {**{units: base.variant(units, workers=1) for units in CHUNKS},
-            **{(workers, units): base.variant(units, workers) for workers, units in PARALLEL}}
+            **{(workers, units): base.variant(units, workers) for workers, units in PARALLEL},
+            **{("threads", workers, units): base.variant(units, workers, processes=False)
+               for workers, units in THREADED}}
 
 
 @pytest.fixture(scope="module")
@@ -185,10 +189,10 @@ def test_a_primitive_that_mixes_units_is_caught(tables, monkeypatch):
     scores in chunks, and assert_agree says so."""
     context = pset().context
     monkeypatch.setitem(context, "zscore:MsaWeight", lambda x: (x - x.mean()) / x.std())
-    by_chunk = {key: t.variant(t.chunk_units, t.workers)  # fresh memos
+    by_chunk = {key: t.variant(t.chunk_units, t.workers, t.processes)  # fresh memos
                 for key, t in tables["autoformer"].items()}
     t = tree("frobenius(zscore(msa_w))")
-    for key in (7, (2, 7)):  # (2, WHOLE) evaluates each group whole: no chunk to tell apart
+    for key in (7, (2, 7), ("threads", 2, 7)):  # (2, WHOLE) evaluates each group whole: no chunk to tell apart
         with pytest.raises(AssertionError):
             assert_agree(by_chunk[WHOLE].scores(t), by_chunk[key].scores(t))
 
@@ -312,7 +316,8 @@ def test_chunk_size_rule(items):
 
 def test_workers_run_torch_on_one_thread_each(items, monkeypatch):
     """Two workers share a group's chunks out, each with torch on one thread, while the
-    caller's torch thread count, and the default of threads started later, stay as they were."""
+    caller's torch thread count, and the default of threads started later, stay as they were
+    (threads, not helper processes: see test_unit_processes)."""
     seen = []
     real = table_module.evaluate_tree
 
@@ -323,9 +328,9 @@ def test_workers_run_torch_on_one_thread_each(items, monkeypatch):
     monkeypatch.setattr(table_module, "evaluate_tree", spy)
     torch.set_num_threads(2)
     try:
-        table = StatsTable(items["autoformer"], chunk_units=1, workers=2)
+        table = StatsTable(items["autoformer"], chunk_units=1, workers=2, processes=False)
         for _ in range(3):  # a worker may take every chunk of a fast call; not of all three
-            table.variant(1, workers=2).scores(tree("nuclear(matmul(gram(mlp_ga), msa_a))"))
+            table.variant(1, workers=2, processes=False).scores(tree("nuclear(matmul(gram(mlp_ga), msa_a))"))
         assert torch.get_num_threads() == 2
         later = []
         thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))

@@ -41,9 +41,8 @@ from __future__ import annotations
 from typing import Mapping, NamedTuple, Optional
 
 import numpy as np
-from scipy import stats
 
-from vit_space.scoring.jcm import WORST, correlations, jcm
+from vit_space.scoring.jcm import WORST, average_ranks, correlations, jcm
 
 EXACT_MAX = 12  # strict optimum by subset DP up to this many archs (2^12 states, ~0.05 s)
 ENUMERATE_MAX = 7  # tied optimum by trying every ranking up to this many archs (47293, ~0.3 s)
@@ -82,7 +81,7 @@ def borda_scores(accuracies: Mapping[str, list]) -> np.ndarray:
     for c, row in enumerate(acc):
         known = ~np.isnan(row)
         if known.sum() > 1:
-            ranks[c, known] = (stats.rankdata(row[known]) - 1) / (known.sum() - 1)
+            ranks[c, known] = (average_ranks(row[known]) - 1) / (known.sum() - 1)
     counted = ~np.isnan(ranks)
     total = np.where(counted, ranks, 0.0).sum(0)
     return np.where(counted.any(0), total / np.maximum(counted.sum(0), 1), 0.5)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.stats import rankdata
+
+from vit_space.scoring.jcm import average_ranks
 
 
 def rank_average(member_scores: Sequence[Mapping[str, Sequence[float]]]) -> dict:
@@ -25,7 +26,7 @@ def rank_average(member_scores: Sequence[Mapping[str, Sequence[float]]]) -> dict
         valid = np.all(np.isfinite(stacked), axis=0)
         ranks = np.full(stacked.shape, np.nan)
         for row, values in enumerate(stacked):  # ranks among the archs every member scores
-            ranks[row, valid] = rankdata(values[valid])
+            ranks[row, valid] = average_ranks(values[valid])
         out[column] = ranks.mean(axis=0)
     return out
 
@@ -33,7 +34,7 @@ def rank_average(member_scores: Sequence[Mapping[str, Sequence[float]]]) -> dict
 def reference_ranks(scores: Sequence[float], reference: Sequence[float]) -> np.ndarray:
     """Each score's rank among REFERENCE scores (the count below, half the ties, one half): a rank
     for one arch at a time, as a search that scores candidates one by one needs. On the reference
-    archs themselves it is their average rank (rankdata's), so an ensemble of these ranks orders
+    archs themselves it is their average rank (jcm.average_ranks), so an ensemble of these ranks orders
     the reference archs exactly as rank_average does."""
     ref = np.sort(np.asarray(reference, dtype=np.float64)[np.isfinite(reference)])
     values = np.asarray(scores, dtype=np.float64)

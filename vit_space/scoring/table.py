@@ -8,8 +8,11 @@ run's configuration; how a block's MSA and MLP statistics combine is what the tr
 from __future__ import annotations
 
 import copy
+import contextlib
 import os
 import threading
+import warnings
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -23,6 +26,7 @@ from primitives import Scalar, evaluate_tree
 from primitives.evaluate import identity_operands, subtree_keys
 from primitives.ops import identity_safe
 from vit_space.core.malloc import release_freed_memory
+from vit_space.scoring.unit_processes import UnitProcesses, fork_available, share_out
 from vit_space.stats.stacking import Stacked, stack_items
 from vit_space.stats.statistics import SCALAR_FIELDS, TENSOR_FIELDS
 from vit_space.stats.terminals import vit_primitive_set
@@ -50,6 +54,8 @@ CHUNK_BYTES = 2**22
 # in its core's cache, and no op waits at an OpenMP barrier for its partner thread (whole groups
 # on two OpenMP threads spend part of their CPU spinning at the end of each op's parallel region).
 # The default run's 489 trees: 0.91x the wall time of whole groups, the same bits.
+# On Linux the chunks are shared out among forked helper processes instead (unit_processes), which
+# do not wait on each other for the GIL: 0.88x the wall time of two worker threads, the same bits.
 
 
 class ScalarMemo(OrderedDict):
@@ -112,12 +118,23 @@ def _chunk_slices(inputs: dict, units: int) -> list:
 
 
 def _evaluate_part(tree, pset, inputs: dict, fields: list, memo: ScalarMemo, part: slice, keys,
-                   passed: dict):
-    """One chunk of a group: its per-unit values and the scalar results it made."""
-    view = ChunkMemo(memo, part)
+                   passed: dict, origin: int = 0):
+    """One chunk of a group: its per-unit values and the scalar results it made (`memo`'s
+    vectors start at unit `origin` of the group)."""
+    view = ChunkMemo(memo, slice(part.start - origin, part.stop - origin))
     values = evaluate_tree(tree, pset, {field: inputs[field][part] for field in fields}, view, keys,
                            passed)
     return values, view.made
+
+
+def evaluate_share(tree, pset, groups: list, shares: list, memos: list, origins: list, keys,
+                   passed: list) -> list:
+    """Per group, [(values, made)] of each chunk in `shares[g]` (a run of its chunks), in order:
+    `memos[g]` holds vectors that start at unit `origins[g]` (0 for a whole-group memo; a
+    helper process holds its run's part alone)."""
+    return [[_evaluate_part(tree, pset, inputs, fields_read(tree, pset, inputs), memo, part, keys,
+                            nodes, origin) for part in parts]
+            for (inputs, _), parts, memo, origin, nodes in zip(groups, shares, memos, origins, passed)]
 
 
 def join_chunks(memo: ScalarMemo, parts: list) -> torch.Tensor:
@@ -183,18 +200,31 @@ def evaluate_parallel(tree, pset, groups: list, memos: list, units: list, keys: 
     return [join_chunks(memo, [job.result() for job in group]) for memo, group in zip(memos, jobs)]
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """Torch on one thread in this thread for a while (its share of chunks runs serially,
+    as a worker's does), then as before."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class StatsTable:
     """Statistics of `items` (a list of per-item stats dicts, or a `Stacked` of them) as torch
     tensors per block-shape group. On the CPU the tensors share the stacked arrays' memory.
     `chunk_units`: units per chunk of a tree evaluation; None = automatic (`CHUNK_BYTES` on the
     CPU; whole groups on CUDA, where one large kernel per op beats many small launches, and on
-    the CPU with several torch threads and one worker). `workers`: threads that share the chunks
-    out, each running torch on one thread; None = automatic (torch's thread count on the CPU, one
-    on CUDA)."""
+    the CPU with several torch threads and one worker). `workers`: how many share the chunks out,
+    each running torch on one thread; None = automatic (torch's thread count on the CPU, one on
+    CUDA). `processes`: whether they are this process and forked helpers, each with a GIL of its
+    own, rather than threads; None = where fork exists (Linux). `close()` ends the helpers."""
 
     def __init__(self, items, device: str = "cpu", aggregate: str = "sum",
                  memo_entries: int = 20000, chunk_units: Optional[int] = None,
-                 workers: Optional[int] = None):
+                 workers: Optional[int] = None, processes: Optional[bool] = None):
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate: {aggregate!r} (expected one of {AGGREGATIONS})")
         self.device, self.aggregate = device, aggregate
@@ -214,7 +244,11 @@ class StatsTable:
             raise ValueError(f"chunk_units: {chunk_units!r} (expected None or an integer >= 1)")
         if workers is not None and workers < 1:
             raise ValueError(f"workers: {workers!r} (expected None or an integer >= 1)")
-        self.chunk_units, self.workers = chunk_units, workers
+        if processes and not fork_available():
+            raise ValueError("processes=True: this platform has no fork (expected None or False)")
+        self.chunk_units, self.workers, self.processes = chunk_units, workers, processes
+        self._helpers, self._helper_spans = None, None  # UnitProcesses, forked on first need
+        self._helper_lock = threading.Lock()  # one tree at a time through the helpers' pipes
 
     def scores(self, tree, pset=None) -> np.ndarray:
         """One float64 score per item; NaN marks an item on which the tree is invalid."""
@@ -225,10 +259,14 @@ class StatsTable:
         keys, workers = subtree_keys(tree), self.worker_count()
         units = [self.units_per_chunk(inputs) for inputs, _ in self.groups]
         passed = self.passed_nodes(tree, pset)
-        if workers > 1:
+        per_group = None
+        if workers > 1 and self.uses_processes():
+            with self._helper_lock:  # a toolbox map on threads may call in at once
+                per_group = self._evaluate_forked(tree, pset, units, keys, workers, passed)
+        if per_group is None and workers > 1:
             per_group = evaluate_parallel(tree, pset, self.groups, self.memos, units, keys, workers,
                                           passed)
-        else:
+        elif per_group is None:
             per_group = [evaluate_chunked(tree, pset, inputs, memo, size, keys, nodes)
                          for (inputs, _), memo, size, nodes
                          in zip(self.groups, self.memos, units, passed)]
@@ -240,6 +278,68 @@ class StatsTable:
         out[~np.isfinite(out)] = np.nan
         release_freed_memory(grown=TRIM_AFTER_GROWTH)
         return out
+
+    def uses_processes(self) -> bool:
+        """The explicit `processes`; else whether fork exists, on the CPU."""
+        ref = next(iter(self.groups[0][0].values())) if self.groups else None
+        if self.processes is False or ref is None or ref.device.type != "cpu":
+            return False
+        return fork_available()
+
+    def _evaluate_forked(self, tree, pset, units: list, keys: tuple, workers: int,
+                         passed: list) -> list:
+        """`evaluate_parallel`'s values and memo entries, each group's chunks shared out in
+        consecutive runs: the first run here (torch on one thread), one run per helper (None
+        where the helpers cannot take `tree`)."""
+        shares = [share_out(_chunk_slices(inputs, size), workers)
+                  for (inputs, _), size in zip(self.groups, units)]
+        mine = [group[0] for group in shares]
+        theirs = [[group[k] for group in shares] for k in range(1, workers)]
+        helpers = self._helpers_for(pset, theirs)
+        if not helpers.knows(tree):
+            return None  # a node the helpers cannot look up: worker threads take the tree
+        origins = [0] * len(self.groups)  # the memo holds whole groups
+        try:
+            helpers.send(tree, passed, self.memos)
+            with one_torch_thread():
+                own = evaluate_share(tree, pset, self.groups, mine, self.memos, origins, keys, passed)
+            answers = helpers.receive()
+        except (EOFError, OSError) as error:  # a helper died: all runs are done here instead
+            warnings.warn(f"scoring helper process lost ({type(error).__name__}); this table "
+                          f"evaluates on threads from now on", RuntimeWarning)
+            self.close()
+            self.processes = False
+            with one_torch_thread():
+                own = evaluate_share(tree, pset, self.groups, mine, self.memos, origins, keys, passed)
+                answers = [evaluate_share(tree, pset, self.groups, share, self.memos, origins,
+                                          keys, passed) for share in theirs]
+        except BaseException:  # interrupted mid-tree: a late answer must not meet the next tree
+            self.close()
+            raise
+        return [join_chunks(memo, own[g] + [part for answer in answers for part in answer[g]])
+                for g, memo in enumerate(self.memos)]
+
+    def _helpers_for(self, pset, shares: list):
+        """The helpers forked for `pset` and these runs of chunks; forked anew for others."""
+        spans = [[[(p.start, p.stop) for p in parts] for parts in share] for share in shares]
+        if self._helpers is not None and (self._helpers.pset is not pset
+                                          or self._helper_spans != spans):
+            self.close()
+        if self._helpers is None:
+            self._helpers, self._helper_spans = UnitProcesses(evaluate_share, self.groups, pset, shares), spans
+            weakref.finalize(self, self._helpers.close)
+        return self._helpers
+
+    def helper_cpu_seconds(self) -> float:
+        """CPU seconds this table's live helper processes have used (for benchmarks)."""
+        return self._helpers.cpu_seconds() if self._helpers is not None else 0.0
+
+    def close(self) -> None:
+        """End this table's helper processes, if any (they end with the table or the
+        process too)."""
+        if self._helpers is not None:
+            self._helpers.close()
+            self._helpers = None
 
     def passed_nodes(self, tree, pset) -> list:
         """Per group, {node: statistic} for the nodes of `tree` that multiply a statistic by an
@@ -277,11 +377,13 @@ class StatsTable:
         per_unit = max(t[0].numel() * t.element_size() for t in inputs.values())
         return max(1, CHUNK_BYTES // per_unit)
 
-    def variant(self, chunk_units: Optional[int], workers: Optional[int] = None) -> "StatsTable":
-        """The same statistics (shared, not copied) with another chunking or worker count and
-        empty memos: to compare or time two paths in one process."""
+    def variant(self, chunk_units: Optional[int], workers: Optional[int] = None,
+                processes: Optional[bool] = None) -> "StatsTable":
+        """The same statistics (shared, not copied) with another chunking, worker count or
+        worker kind and empty memos: to compare or time two paths in one process."""
         other = copy.copy(self)
-        other.chunk_units, other.workers = chunk_units, workers
+        other.chunk_units, other.workers, other.processes = chunk_units, workers, processes
+        other._helpers, other._helper_spans, other._helper_lock = None, None, threading.Lock()
         other.memos = [ScalarMemo(memo.max_entries) for memo in self.memos]
         return other
 

@@ -395,3 +395,18 @@ def test_params_known_kendall_on_the_autoformer_bench(autoformer_bench, tmp_path
     blocks = [block_params(r["arch"]) for r in records]
     for column in KNOWN_TAUS:
         assert stats.kendalltau(blocks, [r[column] for r in records]).statistic == pytest.approx(taus[column])
+
+
+def test_average_ranks_are_scipys():
+    """jcm.average_ranks gives scipy.stats.rankdata's default ranks exactly, ties and NaN too."""
+    from scipy.stats import rankdata
+
+    from vit_space.scoring.jcm import average_ranks
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 60))
+        x = rng.integers(0, int(rng.integers(1, 20)), n) * rng.choice([1.0, 0.37])
+        np.testing.assert_array_equal(average_ranks(x), rankdata(x))
+    x = np.array([3.0, np.nan, 1.0])
+    np.testing.assert_array_equal(average_ranks(x), rankdata(x))  # all NaN
+    np.testing.assert_array_equal(average_ranks([2.0, 1.0, 2.0]), [2.5, 1.0, 2.5])

@@ -55,7 +55,7 @@ CHUNK_BYTES = 2**22
 # on two OpenMP threads spend part of their CPU spinning at the end of each op's parallel region).
 # The default run's 489 trees: 0.91x the wall time of whole groups, the same bits.
 # On Linux the chunks are shared out among forked helper processes instead (unit_processes), which
-# do not wait on each other for the GIL: 0.88x the wall time of two worker threads, the same bits.
+# do not wait on each other for the GIL: 0.89x the wall time of two worker threads, the same bits.
 
 
 class ScalarMemo(OrderedDict):

@@ -36,6 +36,16 @@ def session_cache(tmp_path_factory) -> StatsCache:
     return StatsCache(tmp_path_factory.mktemp("stats_cache"))
 
 
+@pytest.fixture(scope="session")
+def two_arch_items(autoformer_bench, pit_bench, tiny_cfg, session_cache):
+    """space -> per-item statistics of the first two archs of each bench on two data sets
+    (c100, flowers; 32 px): what the chunked-evaluation tests compare paths on."""
+    benches = {"autoformer": autoformer_bench, "pit": pit_bench}
+    return {space: [session_cache.get(space, r["arch"], d, tiny_cfg)
+                    for r in benches[space].records[:2] for d in ("c100", "flowers")]
+            for space in benches}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Tiny models run fastest, and steadily, on one thread; on a shared 2-core machine more

@@ -40,12 +40,9 @@ def tree(text):
 
 
 @pytest.fixture(scope="module")
-def items(autoformer_bench, pit_bench, tiny_cfg, session_cache):
-    """space -> per-item statistics of a few archs on two data sets (32 px, cached per session)."""
-    benches = {"autoformer": autoformer_bench, "pit": pit_bench}
-    return {space: [session_cache.get(space, r["arch"], d, tiny_cfg)
-                    for r in benches[space].records[:n] for d in DATASETS]
-            for space, n in ARCHS.items()}
+def items(two_arch_items):
+    """space -> per-item statistics of ARCHS' archs on DATASETS (conftest, 32 px)."""
+    return two_arch_items
 
 
 def by_chunk_size(stats):

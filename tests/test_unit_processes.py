@@ -17,7 +17,6 @@ from vit_space.scoring.unit_processes import fork_available, share_out
 from vit_space.stats.terminals import vit_primitive_set
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="helper processes need fork")
-DATASETS = ("c100", "flowers")
 
 
 def tree(text):
@@ -25,11 +24,8 @@ def tree(text):
 
 
 @pytest.fixture(scope="module")
-def items(autoformer_bench, pit_bench, tiny_cfg, session_cache):
-    benches = {"autoformer": autoformer_bench, "pit": pit_bench}
-    return {space: [session_cache.get(space, r["arch"], d, tiny_cfg)
-                    for r in benches[space].records[:2] for d in DATASETS]
-            for space in benches}
+def items(two_arch_items):
+    return two_arch_items
 
 
 def forked(stats, units=7):

@@ -247,7 +247,7 @@ class StatsTable:
         if processes and not fork_available():
             raise ValueError("processes=True: this platform has no fork (expected None or False)")
         self.chunk_units, self.workers, self.processes = chunk_units, workers, processes
-        self._helpers, self._helper_spans = None, None  # UnitProcesses, forked on first need
+        self._helpers = None  # UnitProcesses, forked on first need
         self._helper_lock = threading.Lock()  # one tree at a time through the helpers' pipes
 
     def scores(self, tree, pset=None) -> np.ndarray:
@@ -266,7 +266,7 @@ class StatsTable:
         if per_group is None and workers > 1:
             per_group = evaluate_parallel(tree, pset, self.groups, self.memos, units, keys, workers,
                                           passed)
-        elif per_group is None:
+        if per_group is None:
             per_group = [evaluate_chunked(tree, pset, inputs, memo, size, keys, nodes)
                          for (inputs, _), memo, size, nodes
                          in zip(self.groups, self.memos, units, passed)]
@@ -279,12 +279,13 @@ class StatsTable:
         release_freed_memory(grown=TRIM_AFTER_GROWTH)
         return out
 
+    def _on_cpu(self) -> bool:
+        ref = next(iter(self.groups[0][0].values())) if self.groups else None
+        return ref is not None and ref.device.type == "cpu"
+
     def uses_processes(self) -> bool:
         """The explicit `processes`; else whether fork exists, on the CPU."""
-        ref = next(iter(self.groups[0][0].values())) if self.groups else None
-        if self.processes is False or ref is None or ref.device.type != "cpu":
-            return False
-        return fork_available()
+        return self.processes is not False and self._on_cpu() and fork_available()
 
     def _evaluate_forked(self, tree, pset, units: list, keys: tuple, workers: int,
                          passed: list) -> list:
@@ -298,9 +299,9 @@ class StatsTable:
         helpers = self._helpers_for(pset, theirs)
         if not helpers.knows(tree):
             return None  # a node the helpers cannot look up: worker threads take the tree
-        origins = [0] * len(self.groups)  # the memo holds whole groups
+        origins, own = [0] * len(self.groups), None  # the memo holds whole groups
         try:
-            helpers.send(tree, passed, self.memos)
+            helpers.send(tree, keys, passed, self.memos)
             with one_torch_thread():
                 own = evaluate_share(tree, pset, self.groups, mine, self.memos, origins, keys, passed)
             answers = helpers.receive()
@@ -310,7 +311,9 @@ class StatsTable:
             self.close()
             self.processes = False
             with one_torch_thread():
-                own = evaluate_share(tree, pset, self.groups, mine, self.memos, origins, keys, passed)
+                if own is None:  # the helper was lost before this process's run was done
+                    own = evaluate_share(tree, pset, self.groups, mine, self.memos, origins, keys,
+                                         passed)
                 answers = [evaluate_share(tree, pset, self.groups, share, self.memos, origins,
                                           keys, passed) for share in theirs]
         except BaseException:  # interrupted mid-tree: a late answer must not meet the next tree
@@ -321,12 +324,11 @@ class StatsTable:
 
     def _helpers_for(self, pset, shares: list):
         """The helpers forked for `pset` and these runs of chunks; forked anew for others."""
-        spans = [[[(p.start, p.stop) for p in parts] for parts in share] for share in shares]
         if self._helpers is not None and (self._helpers.pset is not pset
-                                          or self._helper_spans != spans):
+                                          or self._helpers.shares != shares):
             self.close()
         if self._helpers is None:
-            self._helpers, self._helper_spans = UnitProcesses(evaluate_share, self.groups, pset, shares), spans
+            self._helpers = UnitProcesses(evaluate_share, self.groups, pset, shares)
             weakref.finalize(self, self._helpers.close)
         return self._helpers
 
@@ -362,8 +364,7 @@ class StatsTable:
         """The explicit `workers`; else torch's thread count on the CPU, one on CUDA."""
         if self.workers is not None:
             return self.workers
-        ref = next(iter(self.groups[0][0].values())) if self.groups else None
-        return 1 if ref is None or ref.device.type != "cpu" else torch.get_num_threads()
+        return torch.get_num_threads() if self._on_cpu() else 1
 
     def units_per_chunk(self, inputs: dict) -> int:
         """The explicit `chunk_units`; else whole groups off the CPU or on several torch threads
@@ -383,7 +384,7 @@ class StatsTable:
         worker kind and empty memos: to compare or time two paths in one process."""
         other = copy.copy(self)
         other.chunk_units, other.workers, other.processes = chunk_units, workers, processes
-        other._helpers, other._helper_spans, other._helper_lock = None, None, threading.Lock()
+        other._helpers, other._helper_lock = None, threading.Lock()
         other.memos = [ScalarMemo(memo.max_entries) for memo in self.memos]
         return other
 

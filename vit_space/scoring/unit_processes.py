@@ -106,10 +106,11 @@ class UnitProcesses:
         """Whether every node of `tree` is one of the set's own (not, say, an ephemeral's)."""
         return all(self.nodes.get(node.name) is not None for node in tree)
 
-    def send(self, tree, passed: list, memos: list) -> None:
-        """Hand every helper `tree`, with the memo's vectors of the tree's subtrees sliced to its
-        share (`OrderedDict.__contains__`: the LRU order is the caller's walk's to touch)."""
-        keys = set(subtree_keys(tree)[0].values())
+    def send(self, tree, keys: tuple, passed: list, memos: list) -> None:
+        """Hand every helper `tree`, with the memo's vectors of its subtrees (`keys`:
+        `subtree_keys(tree)`) sliced to the helper's share (`dict.__contains__`: the LRU order is
+        the caller's walk's to touch)."""
+        keys = set(keys[0].values())
         names = [node.name for node in tree]
         for (_, conn), share in zip(self.helpers, self.shares):
             known = []

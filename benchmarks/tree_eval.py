@@ -19,12 +19,13 @@ CPU over them, and --primitives N the N typed primitives that took most wall tim
 own op: its arguments are computed before it): where a search's evaluation time goes.
 --float32-linalg asks what cheaper arithmetic would buy: `nuclear` and `logdet_gram` take float32
 Grams, eigenvalues and Cholesky factors instead of float64 ones (this changes scores: with
---compare, the trees whose scores, NaN patterns and JCMs change are counted).
+--compare, the trees whose scores, NaN patterns and JCMs change are counted). --literal evaluates
+every op as written, without `primitives.rewrite`'s exact simplifications (the same scores).
 
     python benchmarks/tree_eval.py [--space autoformer] [--archs 20] [--trees 80] [--threads 2]
         [--chunk-units auto|whole|N] [--workers auto|N] [--save a.npy] [--compare b.npy]
         [--compare-chunking] [--from-run runs/evolve] [--profile 20] [--primitives 20]
-        [--float32-linalg]
+        [--float32-linalg] [--literal]
 """
 import argparse
 import contextlib
@@ -251,11 +252,14 @@ def main():
                    help="print the N typed primitives with most wall time")
     p.add_argument("--float32-linalg", action="store_true",
                    help="what if nuclear and logdet_gram worked in float32 (changes the scores)")
+    p.add_argument("--literal", action="store_true",
+                   help="evaluate every op as written (no exact simplification of the trees)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     evaluator = split_evaluator(make_setup(space=args.space, archs=args.archs, quiet=True), args.split)
     table = evaluator.table.variant(args.chunk_units, args.workers, WORKER_KINDS[args.worker_kind])
+    table.simplify = not args.literal
     pset, rng = vit_primitive_set(), random.Random(args.seed)
     if args.from_run:  # the memo's formulas, in the order the search met them
         memo = load_checkpoint(Path(args.from_run) / "checkpoint.json")["memo"]

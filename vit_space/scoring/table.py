@@ -25,6 +25,7 @@ from deap import gp
 from primitives import Scalar, evaluate_tree
 from primitives.evaluate import identity_operands, subtree_keys
 from primitives.ops import identity_safe
+from primitives.rewrite import simplify
 from vit_space.core.malloc import release_freed_memory
 from vit_space.scoring.unit_processes import UnitProcesses, fork_available, share_out
 from vit_space.stats.stacking import Stacked, stack_items
@@ -220,11 +221,14 @@ class StatsTable:
     the CPU with several torch threads and one worker). `workers`: how many share the chunks out,
     each running torch on one thread; None = automatic (torch's thread count on the CPU, one on
     CUDA). `processes`: whether they are this process and forked helpers, each with a GIL of its
-    own, rather than threads; None = where fork exists (Linux). `close()` ends the helpers."""
+    own, rather than threads; None = where fork exists (Linux). `close()` ends the helpers.
+    `simplify`: drop the ops that `primitives.rewrite` proves change nothing before evaluating
+    (the same scores bit for bit; False evaluates every op as written)."""
 
     def __init__(self, items, device: str = "cpu", aggregate: str = "sum",
                  memo_entries: int = 20000, chunk_units: Optional[int] = None,
-                 workers: Optional[int] = None, processes: Optional[bool] = None):
+                 workers: Optional[int] = None, processes: Optional[bool] = None,
+                 simplify: bool = True):
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate: {aggregate!r} (expected one of {AGGREGATIONS})")
         self.device, self.aggregate = device, aggregate
@@ -247,6 +251,7 @@ class StatsTable:
         if processes and not fork_available():
             raise ValueError("processes=True: this platform has no fork (expected None or False)")
         self.chunk_units, self.workers, self.processes = chunk_units, workers, processes
+        self.simplify = simplify
         self._helpers = None  # UnitProcesses, forked on first need
         self._helper_lock = threading.Lock()  # one tree at a time through the helpers' pipes
 
@@ -255,6 +260,8 @@ class StatsTable:
         pset = pset or vit_primitive_set()
         if tree[0].ret is not Scalar:
             raise ValueError(f"tree {tree} does not return a per-block Scalar")
+        if self.simplify:  # before the memo keys: a rewritten subtree shares its entries
+            tree = simplify(tree, pset)
         total = torch.zeros(self.n_items, dtype=torch.float64, device=self.device)
         keys, workers = subtree_keys(tree), self.worker_count()
         units = [self.units_per_chunk(inputs) for inputs, _ in self.groups]

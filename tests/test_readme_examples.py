@@ -22,7 +22,8 @@ def test_primitive_set_reuse_example(capsys):
     code = next(b for b in _blocks() if "genHalfAndHalf" in b)
     exec(compile(code, "README-primitives", "exec"), {})
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and "tensor(" in lines[1]
+    assert len(lines) == 3 and "tensor(" in lines[1]
+    assert lines[2] == "mean(step(w))"  # the exact rewrite the example shows
 
 
 def test_custom_operator_example(tmp_path, monkeypatch, session_cache):

@@ -115,13 +115,13 @@ def primitive_times(pset, seconds: Counter, calls: Counter):
                  if isinstance(node, gp.Primitive)}
 
     def timing(name, fn):
-        def call(*args):
+        def call(*args, **own):
             start = time.perf_counter()
-            out = fn(*args)
+            out = fn(*args, **own)
             seconds[name] += time.perf_counter() - start
             calls[name] += 1
             return out
-        call.__dict__.update(fn.__dict__)  # keeps markers such as numel's shape_only
+        call.__dict__.update(fn.__dict__)  # keeps markers such as numel's shape_only, takes_own
         return call
 
     pset.context.update({name: timing(name, fn) for name, fn in originals.items()})

@@ -66,12 +66,17 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
                   inputs: Mapping[str, torch.Tensor],
                   memo: Optional[MutableMapping[str, torch.Tensor]] = None,
                   keys: Optional[tuple] = None,
-                  passed: Mapping[int, str] = MappingProxyType({})) -> torch.Tensor:
+                  passed: Mapping[int, str] = MappingProxyType({}),
+                  in_place: bool = True) -> torch.Tensor:
     """Value of `tree` for every unit; NaN/inf in the result marks a unit invalid. `keys`:
     `subtree_keys(tree)`, when the caller has it already. `passed`: nodes of
     `identity_operands(tree, pset)` whose input the caller found `ops.identity_safe`; each is
     taken as that input itself (the same bits, without a pass over it). Both depend on the tree
-    and the inputs alone, so a caller that evaluates one tree on many chunks finds them once."""
+    and the inputs alone, so a caller that evaluates one tree on many chunks finds them once.
+    `in_place`: an op marked `takes_own` may write its result over an argument that only it
+    reads (an intermediate no other node, the memo or the caller holds), with the same values;
+    the inputs are never written. A memo that keeps no tensor-valued results says so with
+    `keeps_tensors = False`, so those stay the evaluator's own."""
     values = dict(inputs)
     # only the constants the tree reads: a chunked evaluation makes them once per chunk
     wanted = {node.value for node in tree if isinstance(node, gp.Terminal)} - values.keys()
@@ -81,38 +86,54 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
     counts = Counter(keys.values())
     units = next(iter(inputs.values())).shape[0]
     local: dict = {}  # subtrees that occur twice or more in this tree are computed once
+    tensors_kept = memo is not None and getattr(memo, "keeps_tensors", True)
 
     def walk(index: int):
+        """(value, where the subtree ends, whether the value is this evaluation's alone)."""
         node = tree[index]
         if isinstance(node, gp.Terminal):
-            return values[node.value], index + 1
+            return values[node.value], index + 1, False
         end = ends[index]
         if index in passed:
-            return values[passed[index]], end
+            return values[passed[index]], end, False
         key = keys[index]
         if key in local:
-            return local[key], end
+            return local[key], end, False
         if memo is not None and key in memo:
-            return memo[key], end
-        fn, args, nxt = pset.context[node.name], [], index + 1
+            return memo[key], end, False
+        fn, args, owned, nxt = pset.context[node.name], [], [], index + 1
         shape_only = getattr(fn, "shape_only", False)  # e.g. numel: its argument's shape, not its values
         for _ in range(node.arity):
             if shape_only:
                 end_of_arg = ends.get(nxt, nxt + 1)  # a terminal ends one node later
                 value, nxt = _first_unit_expanded(tree[nxt:end_of_arg], pset, values, units), end_of_arg
+                mine = False
             else:
-                value, nxt = walk(nxt)
+                value, nxt, mine = walk(nxt)
             args.append(value)
-        result = fn(*args)
+            owned.append(mine)
+        result = _apply(fn, args, owned if in_place else ())
         if counts[key] > 1:
             local[key] = result
         if memo is not None:
             memo[key] = result
-        return result, nxt
+        kept = counts[key] > 1 or (memo is not None and (tensors_kept or result.dim() == 1))
+        return result, nxt, not kept
 
     with torch.no_grad():
-        result, _ = walk(0)
+        result, _, _ = walk(0)
     return result
+
+
+def _apply(fn, args: list, owned) -> torch.Tensor:
+    """fn(*args), written over the first argument where it is owned and fn takes that (or
+    over the second, the arguments swapped, where fn is commutative)."""
+    if owned and getattr(fn, "takes_own", False):
+        if owned[0]:
+            return fn(*args, own=True)
+        if len(args) == 2 and owned[1] and getattr(fn, "commutative", False):
+            return fn(args[1], args[0], own=True)
+    return fn(*args)
 
 
 def _first_unit_expanded(nodes: list, pset, values: dict, units: int) -> torch.Tensor:

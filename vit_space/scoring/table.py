@@ -63,6 +63,8 @@ class ScalarMemo(OrderedDict):
     """LRU memo that keeps only per-block scalar results: they are tiny, while tensor-valued
     subtrees would cost as much memory as the statistics themselves."""
 
+    keeps_tensors = False  # so an evaluation may write over its tensor-valued intermediates
+
     def __init__(self, max_entries: int = 20000):
         super().__init__()
         self.max_entries = max_entries
@@ -86,6 +88,8 @@ class ChunkMemo:
     the chunk, and new scalar results are kept aside (`made`) and stored whole, by
     `join_chunks`, once every chunk is done, so that the group memo only ever holds whole-group
     vectors (and is only read while chunks run, on any thread)."""
+
+    keeps_tensors = False
 
     def __init__(self, memo: ScalarMemo, part: slice):
         self.memo, self.part, self.made, self.hits = memo, part, {}, {}

@@ -117,12 +117,19 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
             local[key] = result
         if memo is not None:
             memo[key] = result
-        kept = counts[key] > 1 or (memo is not None and (tensors_kept or result.dim() == 1))
-        return result, nxt, not kept
+        held = counts[key] > 1 or (memo is not None and (tensors_kept or result.dim() == 1))
+        return result, nxt, not (held or _shares_memory(result, args))
 
     with torch.no_grad():
         result, _, _ = walk(0)
     return result
+
+
+def _shares_memory(result: torch.Tensor, args: list) -> bool:
+    """Whether `result` lies in an argument's memory: an op that returns its input (or a view
+    of it) hands over nothing of its own, so nothing may be written there (0.2 us a check)."""
+    mine = result.untyped_storage().data_ptr()
+    return any(arg.untyped_storage().data_ptr() == mine for arg in args)
 
 
 def _apply(fn, args: list, owned) -> torch.Tensor:

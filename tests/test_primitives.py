@@ -843,3 +843,18 @@ def test_in_place_evaluation_gives_the_same_bits_and_keeps_inputs_and_memo(pset,
                 expected = evaluate_tree(parse_formula(key, pset), pset, inputs, in_place=False)
                 assert _same_bits(value, expected), (str(tree), key)
             assert all(_same_bits(inputs[k], v) for k, v in before.items()), str(tree)
+
+
+def test_an_op_that_returns_its_input_is_not_written_over():
+    """A user's op may return its argument (or a view of it): the evaluator then hands nothing
+    over, and the inputs stay as they were."""
+    pset = build_primitive_set({"x": W})
+    pset.addPrimitive(lambda x: x, [W], W, name="same")
+    pset.addPrimitive(lambda x: x[:, :1], [W], W, name="first_row")
+    x = torch.randn(2, 3, 4)
+    before = x.clone()
+    for text, expected in (("sum(neg(same(x)))", -x.sum(dim=(1, 2))),
+                           ("sum(exp(first_row(x)))", x[:, :1].exp().sum(dim=(1, 2)))):
+        out = evaluate_tree(parse_formula(text, pset), pset, {"x": x})
+        assert torch.equal(x, before), text
+        assert torch.allclose(out, expected), text

@@ -81,8 +81,18 @@ def _rewrite(nested, pset):
             return inner[1][0]
         if inner_op in SEES_THROUGH.get(op, ()):
             children = [inner[1][0]]
-        elif op in ON_NONNEGATIVE and inner_op in NONNEGATIVE:
-            node = pset.mapping[f"{ON_NONNEGATIVE[op]}:{node.name.split(':', 1)[1]}"]
-        else:
+            continue
+        cheaper = _on_nonnegative(node, inner_op, pset)
+        if cheaper is None:
             break
+        node = cheaper
     return node, children
+
+
+def _on_nonnegative(node, inner_op: str, pset):
+    """The reduction that `node` equals on `inner_op`'s results, of the same type, if the set
+    has it (`build_primitive_set` registers every reduction for every tensor type)."""
+    op = display_name(node)
+    if op not in ON_NONNEGATIVE or inner_op not in NONNEGATIVE or ":" not in node.name:
+        return None
+    return pset.mapping.get(f"{ON_NONNEGATIVE[op]}:{node.name.split(':', 1)[1]}")

@@ -6,9 +6,11 @@ import random
 import numpy as np
 import pytest
 import torch
+from deap import gp
 
 from primitives import (Scalar, build_primitive_set, display_name, evaluate_tree, generate_tree,
                         parse_formula)
+from primitives import ops
 from primitives.rewrite import simplify
 from primitives.types import gram_type, tensor_type
 from vit_space.scoring.table import StatsTable
@@ -121,3 +123,14 @@ def test_table_scores_are_the_same_with_and_without_rewriting(two_arch_items, sp
     for tree in trees:
         np.testing.assert_array_equal(rewriting.scores(tree), literal.scores(tree),
                                       err_msg=str(tree))
+
+
+def test_a_set_without_the_cheaper_reduction_keeps_the_original():
+    """A user's set built by hand may lack `sum` or `mean`: the rule then does not apply."""
+    pset = gp.PrimitiveSetTyped("HAND_MADE", [Probe], Scalar)
+    pset.renameArguments(ARG0="x")
+    pset.addPrimitive(ops.l1, [Probe], Scalar, name="l1:RewriteProbe")
+    pset.addPrimitive(ops.exp, [Probe], Probe, name="exp:RewriteProbe")
+    tree = gp.PrimitiveTree([pset.mapping["l1:RewriteProbe"], pset.mapping["exp:RewriteProbe"],
+                             pset.terminals[Probe][0]])
+    assert simplify(tree, pset) is tree

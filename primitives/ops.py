@@ -7,9 +7,9 @@ Reductions map (units, ...) to (units,); `gram` maps (units, rows..., d) to (uni
 An op may work in place only on a tensor it made itself (its inputs may be the statistics), and
 it returns a tensor it made, never an input or a view of one. An op marked `takes_own` accepts
 `own=True`: the caller hands its first argument over, and the op may write its result there
-(the same values: a fresh output costs a page's worth of writes and cache per element, twice the
-time of the op itself for the cheap ones; one thread, an activation chunk: `abs` 0.30 against
-0.15 ms). A `commutative` binary op may be handed its arguments the other way round.
+(the same values; into fresh memory the cheap ops take twice the time: one thread, an activation
+chunk, `abs` 0.30 against 0.15 ms). A `commutative` binary op may be handed its arguments the
+other way round.
 """
 from __future__ import annotations
 

@@ -75,8 +75,8 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
     and the inputs alone, so a caller that evaluates one tree on many chunks finds them once.
     `in_place`: an op marked `takes_own` may write its result over an argument that only it
     reads (an intermediate no other node, the memo or the caller holds), with the same values;
-    the inputs are never written. A memo that keeps no tensor-valued results says so with
-    `keeps_tensors = False`, so those stay the evaluator's own."""
+    the inputs are never written. A memo with a `keeps(value)` method says which results it
+    stores; the rest stay the evaluator's own (without it, the memo is taken to keep them all)."""
     values = dict(inputs)
     # only the constants the tree reads: a chunked evaluation makes them once per chunk
     wanted = {node.value for node in tree if isinstance(node, gp.Terminal)} - values.keys()
@@ -86,7 +86,7 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
     counts = Counter(keys.values())
     units = next(iter(inputs.values())).shape[0]
     local: dict = {}  # subtrees that occur twice or more in this tree are computed once
-    tensors_kept = memo is not None and getattr(memo, "keeps_tensors", True)
+    memo_keeps = getattr(memo, "keeps", lambda value: memo is not None)
 
     def walk(index: int):
         """(value, where the subtree ends, whether the value is this evaluation's alone)."""
@@ -117,7 +117,7 @@ def evaluate_tree(tree: gp.PrimitiveTree, pset: gp.PrimitiveSetTyped,
             local[key] = result
         if memo is not None:
             memo[key] = result
-        held = counts[key] > 1 or (memo is not None and (tensors_kept or result.dim() == 1))
+        held = counts[key] > 1 or memo_keeps(result)
         return result, nxt, not (held or _shares_memory(result, args))
 
     with torch.no_grad():

@@ -63,7 +63,11 @@ class ScalarMemo(OrderedDict):
     """LRU memo that keeps only per-block scalar results: they are tiny, while tensor-valued
     subtrees would cost as much memory as the statistics themselves."""
 
-    keeps_tensors = False  # so an evaluation may write over its tensor-valued intermediates
+    @staticmethod
+    def keeps(value: torch.Tensor) -> bool:
+        """Whether a result is stored: per-unit scalars only (what an evaluation writes over
+        must be something no memo keeps, `evaluate_tree`)."""
+        return value.dim() == 1
 
     def __init__(self, max_entries: int = 20000):
         super().__init__()
@@ -76,7 +80,7 @@ class ScalarMemo(OrderedDict):
         return False
 
     def __setitem__(self, key, value):
-        if value.dim() != 1:  # a tensor-valued subtree: not kept
+        if not self.keeps(value):  # a tensor-valued subtree
             return
         super().__setitem__(key, value)
         if len(self) > self.max_entries:
@@ -89,7 +93,7 @@ class ChunkMemo:
     `join_chunks`, once every chunk is done, so that the group memo only ever holds whole-group
     vectors (and is only read while chunks run, on any thread)."""
 
-    keeps_tensors = False
+    keeps = staticmethod(ScalarMemo.keeps)
 
     def __init__(self, memo: ScalarMemo, part: slice):
         self.memo, self.part, self.made, self.hits = memo, part, {}, {}
@@ -103,7 +107,7 @@ class ChunkMemo:
         return self.memo[key][self.part]
 
     def __setitem__(self, key, value):
-        if value.dim() == 1:
+        if self.keeps(value):
             self.made[key] = value
 
 

@@ -7,8 +7,9 @@ where two one-thread processes each took 75-78 ms for all of them, as fast as on
 helper forked from the process that holds the statistics shares their pages and has a GIL of
 its own: 41-42 ms per tree, the same bits (docs/performance.md).
 
-The caller's memo stays the only one: with each tree a helper is sent the memo's vectors for its
-share of units and the identity products that pass, and it sends back its chunks' values and the
+The caller's memo stays the only one: with each tree (and its subtree keys, made once by the
+caller) a helper is sent the memo's vectors for its share of units and the identity products
+that pass, and it sends back its chunks' values and the
 scalar results they made, which the caller joins with its own as `table.join_chunks` does.
 """
 from __future__ import annotations
@@ -22,8 +23,6 @@ import warnings
 import numpy as np
 import torch
 from deap import gp
-
-from primitives.evaluate import subtree_keys
 
 
 def fork_available() -> bool:
@@ -69,11 +68,11 @@ def _serve(conn, evaluate, groups, pset, shares) -> None:
             return
         if job is None:  # the caller's stop: a later helper may hold this pipe open, so no EOF
             return
-        names, passed, known = job
+        names, keys, passed, known = job
         try:
             tree = gp.PrimitiveTree([nodes[name] for name in names])
             memos = [{k: torch.from_numpy(v) for k, v in group.items()} for group in known]
-            parts = evaluate(tree, pset, groups, shares, memos, origins, subtree_keys(tree), passed)
+            parts = evaluate(tree, pset, groups, shares, memos, origins, keys, passed)
             answer = ("ok", _to_numpy(parts))
         except Exception as error:  # noqa: BLE001 -- reported to the caller, who raises it
             answer = ("error", f"{type(error).__name__}: {error}")
@@ -107,17 +106,18 @@ class UnitProcesses:
         return all(self.nodes.get(node.name) is not None for node in tree)
 
     def send(self, tree, keys: tuple, passed: list, memos: list) -> None:
-        """Hand every helper `tree`, with the memo's vectors of its subtrees (`keys`:
-        `subtree_keys(tree)`) sliced to the helper's share (`dict.__contains__`: the LRU order is
-        the caller's walk's to touch)."""
-        keys = set(keys[0].values())
+        """Hand every helper `tree` and its `keys` (`subtree_keys(tree)`, which the caller has
+        made already), with the memo's vectors of its subtrees sliced to the helper's share
+        (`dict.__contains__`: the LRU order is the caller's walk's to touch)."""
+        formulas = set(keys[0].values())
         names = [node.name for node in tree]
         for (_, conn), share in zip(self.helpers, self.shares):
             known = []
             for memo, parts in zip(memos, share):
                 span = slice(parts[0].start, parts[-1].stop) if parts else slice(0, 0)
-                known.append({k: memo[k][span].numpy() for k in keys if dict.__contains__(memo, k)})
-            conn.send((names, passed, known))
+                known.append({k: memo[k][span].numpy() for k in formulas
+                              if dict.__contains__(memo, k)})
+            conn.send((names, keys, passed, known))
 
     def receive(self) -> list:
         """Per helper, per group, [(values, made)] of its chunks; RuntimeError where a helper

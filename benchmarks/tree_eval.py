@@ -4,7 +4,9 @@ Draws --trees random trees with the search's own generator (depth 2-5, seeded), 
 split's stacked statistics (the warm cache), and reports per tree the wall and CPU time beside the
 read floor: the bytes of the statistics the tree reads over the bandwidth of one `sum()` pass over
 them (measured here), i.e. what the tree would cost if each of its terminals were read once and
-nothing else were done. Then the CPU time per tree split into user and system time (system time
+nothing else were done, and that ratio by kind of tree (those holding `nuclear`, `logdet_gram`,
+`std`/`zscore`, `softmax`, or else element-wise ops), with each kind's share of the mean. Then
+the CPU time per tree split into user and system time (system time
 is mostly the kernel zeroing fresh pages for large temporaries) and the process's peak resident
 memory. --workers N shares each tree's chunks out among N threads, each with torch on one thread
 (auto: the table's own rule, torch's thread count on the CPU). --save writes the per-item scores,
@@ -19,13 +21,15 @@ CPU over them, and --primitives N the N typed primitives that took most wall tim
 own op: its arguments are computed before it): where a search's evaluation time goes.
 --float32-linalg asks what cheaper arithmetic would buy: `nuclear` and `logdet_gram` take float32
 Grams, eigenvalues and Cholesky factors instead of float64 ones (this changes scores: with
---compare, the trees whose scores, NaN patterns and JCMs change are counted). --literal evaluates
+--compare, the trees whose scores, NaN patterns and JCMs change are counted). --linalg first times
+what `nuclear` must spend in LAPACK on three statistics, its float64 Grams and eigenvalues alone,
+beside their read floor. --literal evaluates
 every op as written, without `primitives.rewrite`'s exact simplifications (the same scores).
 
     python benchmarks/tree_eval.py [--space autoformer] [--archs 20] [--trees 80] [--threads 2]
         [--chunk-units auto|whole|N] [--workers auto|N] [--save a.npy] [--compare b.npy]
         [--compare-chunking] [--from-run runs/evolve] [--profile 20] [--primitives 20]
-        [--float32-linalg] [--literal]
+        [--float32-linalg] [--linalg] [--literal]
 """
 import argparse
 import contextlib
@@ -44,7 +48,7 @@ from deap import gp  # noqa: E402
 
 from gp.checkpoint import load_checkpoint  # noqa: E402
 from gp.run import split_evaluator  # noqa: E402
-from primitives import generate_tree, ops, parse_formula  # noqa: E402
+from primitives import display_name, generate_tree, ops, parse_formula  # noqa: E402
 from vit_space.setup_run import make_setup  # noqa: E402
 from vit_space.stats.terminals import vit_primitive_set  # noqa: E402
 
@@ -144,6 +148,32 @@ def float32_linear_algebra():
         ops._gram64 = float64
 
 
+def linear_algebra_floor(table, bandwidth, names=("mlp_a", "msa_a", "msa_w"), units=68):
+    """For each named statistic, what `nuclear` on it costs in LAPACK and its Grams alone (one
+    thread, chunks of `units`, float64 as the op takes them) beside its read floor: the least a
+    `nuclear` tree can take however the rest of it is evaluated."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name in names:
+            tensors = [inputs[name] for inputs, _ in table.groups if name in inputs]
+            grams = eig = 0.0
+            for t in tensors:
+                for start in range(0, len(t), units):
+                    m = ops._rows(t[start:start + units])
+                    a = time.perf_counter()
+                    g = ops._small_gram(m.to(torch.float64))
+                    b = time.perf_counter()
+                    torch.linalg.eigvalsh(g)
+                    grams, eig = grams + b - a, eig + time.perf_counter() - b
+            floor = sum(t.numel() * t.element_size() for t in tensors) / bandwidth
+            print(f"  nuclear({name}), one thread: float64 Grams {grams * 1e3:.0f} ms "
+                  f"({grams / floor:.1f}x its read floor), eigvalsh {eig * 1e3:.0f} ms "
+                  f"({eig / floor:.1f}x); read floor {floor * 1e3:.2f} ms")
+    finally:
+        torch.set_num_threads(threads)
+
+
 def compare_scores(evaluator, scores, reference) -> str:
     """Whether `scores` are `reference` bit for bit, else in how many trees they, their NaN
     pattern and their JCM differ."""
@@ -177,6 +207,32 @@ def max_relative_difference(a, b) -> float:
     return float(np.max(np.where(scale > 0, diff / np.where(scale > 0, scale, 1), 0), initial=0))
 
 
+# what a tree's cost is made of: the first kind whose primitives it holds, else element-wise (its
+# ops are element-wise or one pass over each unit); the order puts the costliest kinds first
+TREE_KINDS = {
+    "nuclear": {"nuclear"},                          # a float64 eigenvalue problem per unit
+    "logdet_gram": {"logdet_gram"},                  # a float64 Gram and Cholesky factor per unit
+    "std/zscore": {"std", "zscore"},                 # float64 passes over every unit
+    "softmax": {"softmax", "log_softmax"},
+}
+
+
+def tree_kind(tree) -> str:
+    names = {display_name(node) for node in tree if isinstance(node, gp.Primitive)}
+    return next((kind for kind, ops_ in TREE_KINDS.items() if names & ops_), "element-wise")
+
+
+def print_kinds(trees, ratios):
+    """The mean wall/floor ratio by tree kind, and each kind's share of the overall mean (its
+    trees' ratios summed over all trees): which trees keep the mean where it is."""
+    kinds = np.array([tree_kind(tree) for tree in trees])
+    for kind in [*TREE_KINDS, "element-wise"]:
+        mine = ratios[kinds == kind]
+        if len(mine):
+            print(f"  {kind:14s} {len(mine):4d} trees, wall/floor {np.nanmean(mine):5.1f}, "
+                  f"adds {np.nansum(mine) / np.sum(np.isfinite(ratios)):4.2f} to the mean")
+
+
 def run_plain(table, trees, floors):
     print(f"{'tree':>4} {'wall ms':>9} {'CPU ms':>9} {'floor ms':>9} {'wall/floor':>10} "
           f"{'CPU/floor':>9}  formula")
@@ -190,6 +246,7 @@ def run_plain(table, trees, floors):
     print(f"mean {walls.mean() * 1e3:9.2f} {cpus.mean() * 1e3:9.2f} {np.mean(floors) * 1e3:9.3f} "
           f"{np.nanmean(ratio(walls, floors)):10.1f} {np.nanmean(ratio(cpus, floors)):9.1f}  "
           f"(mean of the ratios)")
+    print_kinds(trees, ratio(walls, floors))
     return np.stack([r[0] for r in rows])
 
 
@@ -252,6 +309,8 @@ def main():
                    help="print the N typed primitives with most wall time")
     p.add_argument("--float32-linalg", action="store_true",
                    help="what if nuclear and logdet_gram worked in float32 (changes the scores)")
+    p.add_argument("--linalg", action="store_true",
+                   help="first time nuclear's Grams and eigenvalues alone on three statistics")
     p.add_argument("--literal", action="store_true",
                    help="evaluate every op as written (no exact simplification of the trees)")
     args = p.parse_args()
@@ -276,6 +335,8 @@ def main():
           f"stacked in {len(table.groups)} groups of {[len(o) for _, o in table.groups]} units, "
           f"{args.trees} random trees, {torch.get_num_threads()} torch threads; units per chunk "
           f"{units}, {table.worker_count()} worker(s){kind}; sum() reads {bandwidth / 2**30:.1f} GiB/s")
+    if args.linalg:
+        linear_algebra_floor(table, bandwidth)
     if args.compare_chunking and units == [len(o) for _, o in table.groups] and table.worker_count() == 1:
         print("note: the chunks are the whole groups on one worker, so both paths are one; "
               "--chunk-units N or --workers N compares another")

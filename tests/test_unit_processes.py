@@ -3,6 +3,7 @@ chunks give the bits of worker threads and of one thread, read the caller's memo
 table usable when one dies, raises or is interrupted."""
 
 import copy
+import gc
 import os
 import random
 
@@ -109,6 +110,24 @@ def test_an_error_in_a_helper_is_raised_and_the_next_tree_is_clean(items, monkey
     t = tree("l1(msa_a)")
     np.testing.assert_array_equal(
         table.scores(t), StatsTable(items["autoformer"], chunk_units=7, workers=1).scores(t))
+    table.close()
+
+
+def test_helpers_keep_what_they_inherit_out_of_the_collectors_sight(items, monkeypatch):
+    """gc.freeze in each helper: its full collections skip the caller's objects."""
+    caller = os.getpid()
+    assert gc.get_freeze_count() == 0  # else a helper would inherit frozen objects anyway
+    real = vit_primitive_set().context["sigmoid:MsaWeight"]
+
+    def reports_frozen(x):
+        if os.getpid() != caller:
+            raise ValueError(f"frozen={gc.get_freeze_count()}")
+        return real(x)
+
+    monkeypatch.setitem(vit_primitive_set().context, "sigmoid:MsaWeight", reports_frozen)
+    table = forked(items["autoformer"])
+    with pytest.raises(RuntimeError, match=r"frozen=[1-9]\d{3,}"):  # thousands, not a handful
+        table.scores(tree("frobenius(sigmoid(msa_g))"))
     table.close()
 
 

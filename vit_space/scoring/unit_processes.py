@@ -14,6 +14,7 @@ scalar results they made, which the caller joins with its own as `table.join_chu
 """
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -58,6 +59,10 @@ def pset_nodes(pset) -> dict:
 def _serve(conn, evaluate, groups, pset, shares) -> None:
     """A helper's loop: a job in, its share's chunk results out, until the caller closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    # what the helper inherits lives as long as it does: out of the collector's sight, a full
+    # collection no longer walks the caller's ~210 000 objects (110 ms, once per helper in a
+    # default run) nor writes to the pages they share with the caller
+    gc.freeze()
     torch.set_num_threads(1)
     origins = [parts[0].start if parts else 0 for parts in shares]
     nodes = pset_nodes(pset)

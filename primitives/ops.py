@@ -161,8 +161,12 @@ def _std64(flat: torch.Tensor) -> torch.Tensor:
     rows, n = max(1, STD64_BYTES // (8 * max(1, flat.shape[1]))), flat.shape[1]
     mean = torch.empty(flat.shape[0], dtype=torch.float64, device=flat.device)
     std = torch.empty_like(mean)
+    # one float64 buffer for every piece: a fresh copy per piece is written to memory that is
+    # not in cache yet (one thread, 68 x 15 360: 1.15 ms against 0.84 ms for the passes below)
+    buffer = torch.empty(min(rows, flat.shape[0]), n, dtype=torch.float64, device=flat.device)
     for start in range(0, flat.shape[0], rows):
-        piece = flat[start:start + rows].to(torch.float64, copy=True)
+        source = flat[start:start + rows]
+        piece = buffer[:len(source)].copy_(source)
         torch.mean(piece, dim=1, out=mean[start:start + rows])
         piece.sub_(mean[start:start + rows].unsqueeze(1))
         torch.mean(piece.mul_(piece), dim=1, out=std[start:start + rows])

@@ -33,8 +33,7 @@ def timed(fn, repeats=3):
 def median_eval_ms(table, trees, pset) -> float:
     """Median over trees of the best-of-3 time of a real (memo cleared) cached evaluation."""
     def once(tree):
-        for memo in table.memos:
-            memo.clear()
+        table.clear_memos()
         table.scores(tree, pset)
     return statistics.median(timed(lambda: once(tree)) for tree in trees) * 1e3
 

@@ -27,6 +27,7 @@ from primitives.evaluate import identity_operands, subtree_keys
 from primitives.ops import identity_safe
 from primitives.rewrite import simplify
 from vit_space.core.malloc import release_freed_memory
+from vit_space.scoring.distinct import find_distinct_units
 from vit_space.scoring.unit_processes import UnitProcesses, fork_available, share_out
 from vit_space.stats.stacking import Stacked, stack_items
 from vit_space.stats.statistics import SCALAR_FIELDS, TENSOR_FIELDS
@@ -111,12 +112,18 @@ class ChunkMemo:
             self.made[key] = value
 
 
-def fields_read(tree, pset, inputs: dict) -> list:
-    """The statistics `tree` reads: its terminals and those that size its `eye_*` constants
-    (slicing all ten per chunk costs as much as a small tree's ops)."""
+def names_read(tree, pset) -> set:
+    """The names of the statistics `tree` reads: its terminals and those that size its `eye_*`
+    constants."""
     names = {node.value for node in tree if isinstance(node, gp.Terminal)}
     eyes = getattr(pset, "eye_sources", {})
-    names |= {eyes[name] for name in names if name in eyes}
+    return names | {eyes[name] for name in names if name in eyes}
+
+
+def fields_read(tree, pset, inputs: dict) -> list:
+    """The statistics `tree` reads (slicing all ten per chunk costs as much as a small tree's
+    ops)."""
+    names = names_read(tree, pset)
     return [f for f in inputs if f in names] or list(inputs)[:1]  # `one` alone: any sets the units
 
 
@@ -231,12 +238,15 @@ class StatsTable:
     CUDA). `processes`: whether they are this process and forked helpers, each with a GIL of its
     own, rather than threads; None = where fork exists (Linux). `close()` ends the helpers.
     `simplify`: drop the ops that `primitives.rewrite` proves change nothing before evaluating
-    (the same scores bit for bit; False evaluates every op as written)."""
+    (the same scores bit for bit; False evaluates every op as written). `distinct_units`: a tree
+    that reads only statistics repeated across items (an arch's weights, the same with every
+    data set) runs once per distinct unit, on a copy of those units (`distinct`; the same
+    scores bit for bit; False evaluates every unit)."""
 
     def __init__(self, items, device: str = "cpu", aggregate: str = "sum",
                  memo_entries: int = 20000, chunk_units: Optional[int] = None,
                  workers: Optional[int] = None, processes: Optional[bool] = None,
-                 simplify: bool = True):
+                 simplify: bool = True, distinct_units: bool = True):
         if aggregate not in AGGREGATIONS:
             raise ValueError(f"aggregate: {aggregate!r} (expected one of {AGGREGATIONS})")
         self.device, self.aggregate = device, aggregate
@@ -260,6 +270,10 @@ class StatsTable:
             raise ValueError("processes=True: this platform has no fork (expected None or False)")
         self.chunk_units, self.workers, self.processes = chunk_units, workers, processes
         self.simplify = simplify
+        self.distinct_units = distinct_units
+        self._distinct = None  # DistinctUnits (or False: none), found on first need
+        self._on_distinct = None  # the StatsTable of the distinct units, made on first need
+        self._made_lock = threading.Lock()  # guards the two above
         self._helpers = None  # UnitProcesses, forked on first need
         self._helper_lock = threading.Lock()  # one tree at a time through the helpers' pipes
 
@@ -270,7 +284,55 @@ class StatsTable:
             raise ValueError(f"tree {tree} does not return a per-block Scalar")
         if self.simplify:  # before the memo keys: a rewritten subtree shares its entries
             tree = simplify(tree, pset)
+        table = self.table_for(tree, pset)
+        per_group = table._unit_values(tree, pset)
+        if table is not self:  # one value per distinct unit: copied out to every unit
+            per_group = [values[inverse] for values, inverse in zip(per_group, self._distinct.inverse)]
         total = torch.zeros(self.n_items, dtype=torch.float64, device=self.device)
+        for (_, owner), values in zip(self.groups, per_group):
+            total.index_add_(0, owner, values.to(torch.float64))
+        if self.aggregate == "mean":
+            total = total / self.block_counts
+        out = total.cpu().numpy()
+        out[~np.isfinite(out)] = np.nan
+        release_freed_memory(grown=TRIM_AFTER_GROWTH)
+        return out
+
+    def table_for(self, tree, pset) -> "StatsTable":
+        """The table that evaluates `tree`: where every statistic it reads repeats across items,
+        one that holds each distinct unit once (made on first need), else this one."""
+        if not self.distinct_units:
+            return self
+        with self._made_lock:  # a toolbox map on threads may call in at once
+            if self._distinct is None:
+                self._distinct = find_distinct_units(self.groups) or False
+            statistics = names_read(tree, pset) & self.groups[0][0].keys()  # not the constants
+            if not self._distinct or not statistics <= self._distinct.fields:
+                return self
+            if self._on_distinct is None:
+                self._on_distinct = self._distinct_table()
+            return self._on_distinct
+
+    def clear_memos(self) -> None:
+        """Forget every memoised result (to time real evaluations)."""
+        for memo in self.memos:
+            memo.clear()
+        if self._on_distinct is not None:
+            self._on_distinct.clear_memos()
+
+    def _distinct_table(self) -> "StatsTable":
+        """This table's settings on a copy of the repeated statistics' distinct units, with
+        memos and helper processes of its own."""
+        other = self.variant(self.chunk_units, self.workers, self.processes)
+        other.groups = [({f: x.index_select(0, first) for f, x in inputs.items()
+                          if f in self._distinct.fields}, owner.index_select(0, first))
+                        for (inputs, owner), first in zip(self.groups, self._distinct.first)]
+        other.identity_safe = [{} for _ in other.groups]
+        other.distinct_units = False
+        return other
+
+    def _unit_values(self, tree, pset) -> list:
+        """Per group, `tree`'s value for every unit (`tree` simplified already)."""
         keys, workers = subtree_keys(tree), self.worker_count()
         units = [self.units_per_chunk(inputs) for inputs, _ in self.groups]
         passed = self.passed_nodes(tree, pset)
@@ -285,14 +347,7 @@ class StatsTable:
             per_group = [evaluate_chunked(tree, pset, inputs, memo, size, keys, nodes)
                          for (inputs, _), memo, size, nodes
                          in zip(self.groups, self.memos, units, passed)]
-        for (_, owner), values in zip(self.groups, per_group):
-            total.index_add_(0, owner, values.to(torch.float64))
-        if self.aggregate == "mean":
-            total = total / self.block_counts
-        out = total.cpu().numpy()
-        out[~np.isfinite(out)] = np.nan
-        release_freed_memory(grown=TRIM_AFTER_GROWTH)
-        return out
+        return per_group
 
     def _on_cpu(self) -> bool:
         ref = next(iter(self.groups[0][0].values())) if self.groups else None
@@ -349,7 +404,8 @@ class StatsTable:
 
     def helper_cpu_seconds(self) -> float:
         """CPU seconds this table's live helper processes have used (for benchmarks)."""
-        return self._helpers.cpu_seconds() if self._helpers is not None else 0.0
+        mine = self._helpers.cpu_seconds() if self._helpers is not None else 0.0
+        return mine + (self._on_distinct.helper_cpu_seconds() if self._on_distinct else 0.0)
 
     def close(self) -> None:
         """End this table's helper processes, if any (they end with the table or the
@@ -357,6 +413,8 @@ class StatsTable:
         if self._helpers is not None:
             self._helpers.close()
             self._helpers = None
+        if self._on_distinct is not None:
+            self._on_distinct.close()
 
     def passed_nodes(self, tree, pset) -> list:
         """Per group, {node: statistic} for the nodes of `tree` that multiply a statistic by an
@@ -401,6 +459,7 @@ class StatsTable:
         other.chunk_units, other.workers, other.processes = chunk_units, workers, processes
         other._helpers, other._helper_lock = None, threading.Lock()
         other.memos = [ScalarMemo(memo.max_entries) for memo in self.memos]
+        other._on_distinct, other._made_lock = None, threading.Lock()
         return other
 
     def nbytes(self) -> int:

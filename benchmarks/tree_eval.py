@@ -2,9 +2,10 @@
 
 Draws --trees random trees with the search's own generator (depth 2-5, seeded), scores each on the
 split's stacked statistics (the warm cache), and reports per tree the wall and CPU time beside the
-read floor: the bytes of the statistics the tree reads over the bandwidth of one `sum()` pass over
-them (measured here), i.e. what the tree would cost if each of its terminals were read once and
-nothing else were done, and that ratio by kind of tree (those holding `nuclear`, `logdet_gram`,
+read floor: the bytes of the statistics the tree reads (for a tree that reads only statistics
+repeated across items, their distinct units, which are what the table evaluates it on) over the
+bandwidth of one `sum()` pass over them (measured here), i.e. what the tree would cost if each of
+its terminals were read once and nothing else were done, and that ratio by kind of tree (those holding `nuclear`, `logdet_gram`,
 `std`/`zscore`, `softmax`, or else element-wise ops), with each kind's share of the mean. Then
 the CPU time per tree split into user and system time (system time
 is mostly the kernel zeroing fresh pages for large temporaries) and the process's peak resident
@@ -24,12 +25,13 @@ Grams, eigenvalues and Cholesky factors instead of float64 ones (this changes sc
 --compare, the trees whose scores, NaN patterns and JCMs change are counted). --linalg first times
 what `nuclear` must spend in LAPACK on three statistics, its float64 Grams and eigenvalues alone,
 beside their read floor. --literal evaluates
-every op as written, without `primitives.rewrite`'s exact simplifications (the same scores).
+every op as written, without `primitives.rewrite`'s exact simplifications (the same scores), and
+--all-units every unit, also those that repeat across items (the same scores).
 
     python benchmarks/tree_eval.py [--space autoformer] [--archs 20] [--trees 80] [--threads 2]
         [--chunk-units auto|whole|N] [--workers auto|N] [--save a.npy] [--compare b.npy]
         [--compare-chunking] [--from-run runs/evolve] [--profile 20] [--primitives 20]
-        [--float32-linalg] [--linalg] [--literal]
+        [--float32-linalg] [--linalg] [--literal] [--all-units]
 """
 import argparse
 import contextlib
@@ -95,10 +97,12 @@ def sum_bandwidth(table, repeats: int = 3) -> float:
     return table.nbytes() / best
 
 
-def bytes_read(table, tree) -> int:
-    """Bytes of the statistics `tree` reads, each distinct terminal once (constants are made)."""
+def bytes_read(table, tree, pset) -> int:
+    """Bytes of the statistics `tree` reads, each distinct terminal once (constants are made), in
+    the table that evaluates it: for a tree that reads only statistics repeated across items,
+    their distinct units (`StatsTable.table_for`)."""
     names = {node.value for node in tree if isinstance(node, gp.Terminal)}
-    return sum(t.numel() * t.element_size() for inputs, _ in table.groups
+    return sum(t.numel() * t.element_size() for inputs, _ in table.table_for(tree, pset).groups
                for name, t in inputs.items() if name in names)
 
 
@@ -313,12 +317,15 @@ def main():
                    help="first time nuclear's Grams and eigenvalues alone on three statistics")
     p.add_argument("--literal", action="store_true",
                    help="evaluate every op as written (no exact simplification of the trees)")
+    p.add_argument("--all-units", action="store_true",
+                   help="evaluate every unit, also where the statistics a tree reads repeat "
+                   "across items (the same scores)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     evaluator = split_evaluator(make_setup(space=args.space, archs=args.archs, quiet=True), args.split)
     table = evaluator.table.variant(args.chunk_units, args.workers, WORKER_KINDS[args.worker_kind])
-    table.simplify = not args.literal
+    table.simplify, table.distinct_units = not args.literal, not args.all_units
     pset, rng = vit_primitive_set(), random.Random(args.seed)
     if args.from_run:  # the memo's formulas, in the order the search met them
         memo = load_checkpoint(Path(args.from_run) / "checkpoint.json")["memo"]
@@ -327,7 +334,7 @@ def main():
     else:
         trees = [generate_tree(pset, 2, 5, rng) for _ in range(args.trees)]
     bandwidth = sum_bandwidth(table)
-    floors = [bytes_read(table, tree) / bandwidth for tree in trees]
+    floors = [bytes_read(table, tree, pset) / bandwidth for tree in trees]
     units = [min(table.units_per_chunk(inputs), len(o)) for inputs, o in table.groups]
     kind = (" (this process and helper processes)" if table.uses_processes() else " (threads)"
             ) if table.worker_count() > 1 else ""

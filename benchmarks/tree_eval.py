@@ -5,9 +5,9 @@ split's stacked statistics (the warm cache), and reports per tree the wall and C
 read floor: the bytes of the statistics the tree reads (for a tree that reads only statistics
 repeated across items, their distinct units, which are what the table evaluates it on) over the
 bandwidth of one `sum()` pass over them (measured here), i.e. what the tree would cost if each of
-its terminals were read once and nothing else were done, and that ratio by kind of tree (those holding `nuclear`, `logdet_gram`,
-`std`/`zscore`, `softmax`, or else element-wise ops), with each kind's share of the mean. Then
-the CPU time per tree split into user and system time (system time
+its terminals were read once and nothing else were done, and that ratio by kind of tree (those
+holding `nuclear`, `logdet_gram`, `std`/`zscore`, `softmax`, or else element-wise ops), with each
+kind's share of the mean. Then the CPU time per tree split into user and system time (system time
 is mostly the kernel zeroing fresh pages for large temporaries) and the process's peak resident
 memory. --workers N shares each tree's chunks out among N threads, each with torch on one thread
 (auto: the table's own rule, torch's thread count on the CPU). --save writes the per-item scores,

@@ -306,8 +306,10 @@ class StatsTable:
         with self._made_lock:  # a toolbox map on threads may call in at once
             if self._distinct is None:
                 self._distinct = find_distinct_units(self.groups) or False
+            if not self._distinct:
+                return self
             statistics = names_read(tree, pset) & self.groups[0][0].keys()  # not the constants
-            if not self._distinct or not statistics <= self._distinct.fields:
+            if not statistics <= self._distinct.fields:
                 return self
             if self._on_distinct is None:
                 self._on_distinct = self._distinct_table()

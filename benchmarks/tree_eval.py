@@ -51,6 +51,7 @@ from deap import gp  # noqa: E402
 from gp.checkpoint import load_checkpoint  # noqa: E402
 from gp.run import split_evaluator  # noqa: E402
 from primitives import display_name, generate_tree, ops, parse_formula  # noqa: E402
+from vit_space.scoring.table import one_torch_thread  # noqa: E402
 from vit_space.setup_run import make_setup  # noqa: E402
 from vit_space.stats.terminals import vit_primitive_set  # noqa: E402
 
@@ -156,9 +157,7 @@ def linear_algebra_floor(table, bandwidth, names=("mlp_a", "msa_a", "msa_w"), un
     """For each named statistic, what `nuclear` on it costs in LAPACK and its Grams alone (one
     thread, chunks of `units`, float64 as the op takes them) beside its read floor: the least a
     `nuclear` tree can take however the rest of it is evaluated."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         for name in names:
             tensors = [inputs[name] for inputs, _ in table.groups if name in inputs]
             grams = eig = 0.0
@@ -174,8 +173,6 @@ def linear_algebra_floor(table, bandwidth, names=("mlp_a", "msa_a", "msa_w"), un
             print(f"  nuclear({name}), one thread: float64 Grams {grams * 1e3:.0f} ms "
                   f"({grams / floor:.1f}x its read floor), eigvalsh {eig * 1e3:.0f} ms "
                   f"({eig / floor:.1f}x); read floor {floor * 1e3:.2f} ms")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def compare_scores(evaluator, scores, reference) -> str:

@@ -53,20 +53,21 @@ def _first_of(inverse: torch.Tensor) -> torch.Tensor:
         0, inverse, units, "amin")
 
 
-def _joint_classes(inputs: dict, fields: list) -> torch.Tensor:
-    """Classes of units equal in every one of `fields`, bit for bit: sorted on each field's first
-    PREFIX values, then each unit compared whole with its class's first unit; a class that is
-    not equal throughout is split by a sort on whole rows."""
-    labels = torch.stack([_classes(_bits(inputs[f])[:, :PREFIX]) for f in fields], dim=1)
+def _joint_classes(inputs: dict, prefix: dict) -> tuple:
+    """(each unit's class, each class's first unit) among units equal in every statistic of
+    `prefix` (name -> classes by the first PREFIX values), bit for bit: each unit is compared
+    whole with its class's first unit, and a class that is not equal throughout is split by a
+    sort on whole rows."""
+    labels = torch.stack(list(prefix.values()), dim=1)
     inverse = _classes(labels)
     first = _first_of(inverse)
-    for f in fields:
+    for f in prefix:
         rows = _bits(inputs[f])
         if not bool((rows == rows[first[inverse]]).all()):
             labels = torch.cat([labels, _classes(rows).unsqueeze(1)], dim=1)
             inverse = _classes(labels)
             first = _first_of(inverse)
-    return inverse
+    return inverse, first
 
 
 def find_distinct_units(groups: list, share: float = REPEATED_SHARE) -> Optional[DistinctUnits]:
@@ -75,16 +76,16 @@ def find_distinct_units(groups: list, share: float = REPEATED_SHARE) -> Optional
     in all of them; None where no statistic repeats or the classes would save too little."""
     if not groups:
         return None
-    fields = None
-    for inputs, _ in groups:
-        mine = {f for f, x in inputs.items()
-                if len(x) and int(_classes(_bits(x)[:, :PREFIX]).max()) + 1 <= share * len(x)}
-        fields = mine if fields is None else fields & mine
+    prefixes = [{f: _classes(_bits(x)[:, :PREFIX]) for f, x in inputs.items() if len(x)}
+                for inputs, _ in groups]
+    fields = set.intersection(*({f for f, classes in prefix.items()
+                                 if int(classes.max()) + 1 <= share * len(classes)}
+                                for prefix in prefixes))
     if not fields:
         return None
-    order = [f for f in groups[0][0] if f in fields]
-    inverse = [_joint_classes(inputs, order) for inputs, _ in groups]
-    first = [_first_of(classes) for classes in inverse]
-    if sum(map(len, first)) > share * sum(len(classes) for classes in inverse):
+    joint = [_joint_classes(inputs, {f: classes for f, classes in prefix.items() if f in fields})
+             for (inputs, _), prefix in zip(groups, prefixes)]
+    inverse, first = [classes for classes, _ in joint], [firsts for _, firsts in joint]
+    if sum(map(len, first)) > share * sum(map(len, inverse)):
         return None
     return DistinctUnits(frozenset(fields), first, inverse)

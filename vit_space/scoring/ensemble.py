@@ -34,8 +34,8 @@ def rank_average(member_scores: Sequence[Mapping[str, Sequence[float]]]) -> dict
 def reference_ranks(scores: Sequence[float], reference: Sequence[float]) -> np.ndarray:
     """Each score's rank among REFERENCE scores (the count below, half the ties, one half): a rank
     for one arch at a time, as a search that scores candidates one by one needs. On the reference
-    archs themselves it is their average rank (jcm.average_ranks), so an ensemble of these ranks orders
-    the reference archs exactly as rank_average does."""
+    archs themselves it is their average rank (jcm.average_ranks), so an ensemble of these ranks
+    orders the reference archs exactly as rank_average does."""
     ref = np.sort(np.asarray(reference, dtype=np.float64)[np.isfinite(reference)])
     values = np.asarray(scores, dtype=np.float64)
     below = np.searchsorted(ref, values, side="left")

@@ -148,9 +148,12 @@ def evaluate_share(tree, pset, groups: list, shares: list, memos: list, origins:
     """Per group, [(values, made)] of each chunk in `shares[g]` (a run of its chunks), in order:
     `memos[g]` holds vectors that start at unit `origins[g]` (0 for a whole-group memo; a
     helper process holds its run's part alone)."""
-    return [[_evaluate_part(tree, pset, inputs, fields_read(tree, pset, inputs), memo, part, keys,
-                            nodes, origin) for part in parts]
-            for (inputs, _), parts, memo, origin, nodes in zip(groups, shares, memos, origins, passed)]
+    out = []
+    for (inputs, _), parts, memo, origin, nodes in zip(groups, shares, memos, origins, passed):
+        fields = fields_read(tree, pset, inputs)  # once per group, not per chunk
+        out.append([_evaluate_part(tree, pset, inputs, fields, memo, part, keys, nodes, origin)
+                    for part in parts])
+    return out
 
 
 def join_chunks(memo: ScalarMemo, parts: list) -> torch.Tensor:
